@@ -1,0 +1,133 @@
+"""Getters and setters that read and write headers where they already are.
+
+The carrier keeps its native shape; nothing is copied into a dict per request. Header names are
+matched case-insensitively everywhere. Getters return every value of a repeated header, so the
+propagators can tell "repeated" from "present once".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping, MutableSequence
+from typing import Any
+
+from opentelemetry.propagators.textmap import Getter, Setter
+
+AsgiHeaders = Iterable[tuple[bytes, bytes]]
+
+
+class AsgiHeadersGetter(Getter[AsgiHeaders]):
+    """Reads an ASGI ``scope["headers"]`` list of ``(name, value)`` byte pairs."""
+
+    # Propagators ask for a handful of fixed names; keep their encoded forms.
+    _encoded: dict[str, bytes] = {}  # noqa: RUF012 - a shared, bounded cache on purpose
+
+    def get(self, carrier: AsgiHeaders, key: str) -> list[str] | None:
+        wanted = self._encoded.get(key)
+        if wanted is None:
+            wanted = key.lower().encode("latin-1")
+            if len(self._encoded) < 256:
+                self._encoded[key] = wanted
+        size = len(wanted)
+        found: list[str] | None = None
+        for name, value in carrier:
+            # Servers lowercase names (ASGI says they should); lower() only on a length match.
+            if len(name) == size and (name == wanted or name.lower() == wanted):
+                if found is None:
+                    found = [value.decode("latin-1")]
+                else:
+                    found.append(value.decode("latin-1"))
+        return found
+
+    def keys(self, carrier: AsgiHeaders) -> list[str]:
+        return [name.decode("latin-1").lower() for name, _ in carrier]
+
+
+class AsgiHeadersSetter(Setter[MutableSequence[tuple[bytes, bytes]]]):
+    """Appends to an ASGI header list (response headers, or a request scope being built)."""
+
+    def set(self, carrier: MutableSequence[tuple[bytes, bytes]], key: str, value: str) -> None:
+        carrier.append((key.lower().encode("latin-1"), value.encode("latin-1")))
+
+
+def wsgi_key(name: str) -> str:
+    """The ``environ`` key of an HTTP request header (PEP 3333 / CGI naming)."""
+    upper = name.upper().replace("-", "_")
+    if upper in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        return upper
+    return "HTTP_" + upper
+
+
+class WsgiEnvironGetter(Getter[Mapping[str, Any]]):
+    """Reads request headers from a WSGI ``environ``.
+
+    Servers join a repeated header into one value with ``,``; the propagators' own rules decide
+    what such a joined value means (a joined ``traceparent`` is invalid, ``tracestate`` and
+    ``baggage`` are lists anyway).
+    """
+
+    _keys: dict[str, str] = {}  # noqa: RUF012 - a shared, bounded cache on purpose
+
+    def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+        environ_key = self._keys.get(key)
+        if environ_key is None:
+            environ_key = wsgi_key(key)
+            if len(self._keys) < 256:
+                self._keys[key] = environ_key
+        value = carrier.get(environ_key)
+        if value is None:
+            return None
+        return [value] if isinstance(value, str) else None
+
+    def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+        return [k[5:].replace("_", "-").lower() for k in carrier if k.startswith("HTTP_")]
+
+
+class HeadersGetter(Getter[Any]):
+    """Reads an httpx ``Headers``, a requests ``CaseInsensitiveDict`` or a plain ``dict``."""
+
+    def get(self, carrier: Any, key: str) -> list[str] | None:
+        get_list = getattr(carrier, "get_list", None)
+        if get_list is not None:  # httpx.Headers keeps repeated fields apart
+            values: list[str] = get_list(key)
+            return values or None
+        value = carrier.get(key)
+        if value is None and isinstance(carrier, dict):
+            lower = key.lower()
+            for name, found in carrier.items():
+                if isinstance(name, str) and name.lower() == lower:
+                    value = found
+                    break
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, bytes):
+            return [value.decode("latin-1")]
+        if isinstance(value, list | tuple):
+            return [v if isinstance(v, str) else str(v) for v in value] or None
+        return None
+
+    def keys(self, carrier: Any) -> list[str]:
+        return [k.lower() if isinstance(k, str) else str(k) for k in carrier]
+
+
+class HeadersSetter(Setter[MutableMapping[str, str]]):
+    """Sets a header in an httpx ``Headers``, a requests ``CaseInsensitiveDict`` or a ``dict``.
+
+    Case-insensitive mappings replace any existing field; for a plain ``dict`` the other
+    spellings of the same name are removed first so the header is never sent twice.
+    """
+
+    def set(self, carrier: MutableMapping[str, str], key: str, value: str) -> None:
+        if type(carrier) is dict:
+            lower = key.lower()
+            for name in [n for n in carrier if n != key and n.lower() == lower]:
+                del carrier[name]
+        carrier[key] = value
+
+
+asgi_getter = AsgiHeadersGetter()
+asgi_setter = AsgiHeadersSetter()
+wsgi_getter = WsgiEnvironGetter()
+headers_getter = HeadersGetter()
+headers_setter = HeadersSetter()

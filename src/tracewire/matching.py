@@ -1,0 +1,105 @@
+"""Precompiled matchers for request paths and outgoing hosts, built once from settings.
+
+Pattern forms, the same for every setting that takes patterns:
+
+* ``"/health"`` or ``"api.internal"``: exactly that;
+* ``"/static/*"`` or ``"*.internal"``: a glob over the whole value (``*`` crosses ``/`` and
+  ``.``, so ``"*.internal"`` matches ``a.b.internal`` but not ``internal``);
+* ``"re:^/internal/"`` or a compiled ``re.Pattern``: a regular expression *searched* in it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+
+from opentelemetry.context import create_key
+
+PatternSpec = str | re.Pattern[str]
+
+REGEX_PREFIX = "re:"
+SAME_ORIGIN = "same-origin"
+
+# The (scheme, host, port) of the request a server middleware is handling, set in the request's
+# context so that outgoing calls can be compared with it for "same-origin".
+ORIGIN_KEY = create_key("tracewire-server-origin")
+
+Origin = tuple[str, str, int | None]
+
+
+def _regex_source(pattern: PatternSpec, setting: str) -> str:
+    source = pattern.pattern if isinstance(pattern, re.Pattern) else pattern[len(REGEX_PREFIX) :]
+    try:
+        re.compile(source)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {source!r} in {setting}: {exc}") from exc
+    return source
+
+
+class _Patterns:
+    """Exact values in a set, globs in one anchored regex, regexes in one searched regex."""
+
+    def __init__(self, patterns: Sequence[PatternSpec], setting: str, *, fold: bool) -> None:
+        exact: set[str] = set()
+        globs: list[str] = []
+        searches: list[str] = []
+        for pattern in patterns:
+            if isinstance(pattern, re.Pattern) or pattern.startswith(REGEX_PREFIX):
+                searches.append(_regex_source(pattern, setting))
+            elif any(c in pattern for c in "*?["):
+                globs.append(fnmatch.translate(pattern.lower() if fold else pattern))
+            else:
+                exact.add(pattern.lower() if fold else pattern)
+        flags = re.IGNORECASE if fold else 0
+        self.exact = frozenset(exact)
+        self.globs = re.compile("|".join(globs), flags) if globs else None
+        self.search = (
+            re.compile("|".join(f"(?:{s})" for s in searches), flags) if searches else None
+        )
+
+    def __call__(self, value: str) -> bool:
+        if value in self.exact:
+            return True
+        if self.globs is not None and self.globs.match(value) is not None:
+            return True
+        return self.search is not None and self.search.search(value) is not None
+
+
+class PathMatcher:
+    """Matches a request path (never the full URL, never the query string)."""
+
+    def __init__(self, patterns: Sequence[PatternSpec], setting: str) -> None:
+        self._patterns = _Patterns(patterns, setting, fold=False)
+
+    def __call__(self, path: str) -> bool:
+        return self._patterns(path)
+
+
+class HostMatcher:
+    """Decides whether an outgoing request's host may receive trace headers.
+
+    Besides the pattern forms above, ``"host:port"`` pins a port and ``"same-origin"`` allows
+    the scheme, host and port of the request being served. ``None`` allows every host.
+    Host names compare case-insensitively.
+    """
+
+    def __init__(self, patterns: Sequence[PatternSpec] | None, setting: str) -> None:
+        self.allow_all = patterns is None
+        items = list(patterns or ())
+        self.same_origin = SAME_ORIGIN in items
+        self._patterns = _Patterns([p for p in items if p != SAME_ORIGIN], setting, fold=True)
+
+    def __call__(
+        self,
+        host: str,
+        port: int | None = None,
+        scheme: str | None = None,
+        origin: Origin | None = None,
+    ) -> bool:
+        if self.allow_all:
+            return True
+        host = host.lower()
+        if self._patterns(host) or (port is not None and f"{host}:{port}" in self._patterns.exact):
+            return True
+        return self.same_origin and origin is not None and origin == (scheme, host, port)

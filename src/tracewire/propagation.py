@@ -1,0 +1,201 @@
+"""Propagator names, and the composite that combines them under a conflict policy.
+
+One place decides which incoming context becomes the parent when several formats are present:
+every adapter (ASGI, WSGI, httpx, requests) goes through ``CompositePropagator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    get_current_span,
+    set_span_in_context,
+)
+
+from tracewire.propagators import B3Propagator, BaggagePropagator, TraceContextPropagator
+
+ENTRY_POINT_GROUP = "opentelemetry_propagator"
+
+BUILTINS: dict[str, Callable[[], TextMapPropagator]] = {
+    "tracecontext": TraceContextPropagator,
+    "baggage": BaggagePropagator,
+    "b3": lambda: B3Propagator(single_header=True),
+    "b3multi": lambda: B3Propagator(single_header=False),
+}
+NONE = "none"
+
+# Well-known propagators that come from other packages, for a helpful error when missing.
+PROVIDED_BY = {
+    "jaeger": "opentelemetry-propagator-jaeger",
+    "xray": "opentelemetry-propagator-aws-xray",
+    "xray-lambda": "opentelemetry-propagator-aws-xray",
+    "ottrace": "opentelemetry-propagator-ot-trace",
+}
+
+POLICIES = ("first", "last")
+
+
+@lru_cache(maxsize=1)
+def _entry_point_names() -> dict[str, object]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_names() -> list[str]:
+    """Every name that ``resolve`` accepts: built-ins, ``none``, installed entry points."""
+    return sorted({*BUILTINS, NONE, *_entry_point_names()})
+
+
+def resolve(name: str, setting: str) -> TextMapPropagator:
+    """The propagator called ``name``; ``ValueError`` naming ``setting`` if there is none."""
+    factory = BUILTINS.get(name)
+    if factory is not None:
+        return factory()
+    entry_point = _entry_point_names().get(name)
+    if entry_point is not None:
+        try:
+            loaded = entry_point.load()  # type: ignore[attr-defined]
+            propagator = loaded()
+        except Exception as exc:
+            raise ValueError(
+                f"propagator {name!r} in {setting} could not be loaded: {exc!r}"
+            ) from exc
+        if not isinstance(propagator, TextMapPropagator):
+            raise TypeError(
+                f"propagator {name!r} in {setting} is not a TextMapPropagator "
+                f"(got {type(propagator).__name__})"
+            )
+        return propagator
+    if name in PROVIDED_BY:
+        raise ValueError(
+            f"propagator {name!r} in {setting} is not installed; "
+            f"install the package {PROVIDED_BY[name]!r} to use it"
+        )
+    raise ValueError(f"unknown propagator {name!r} in {setting}; known: {', '.join(known_names())}")
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What the server side needs from the incoming headers.
+
+    Attributes:
+        context: the context to start the server span in (parent + baggage + format state).
+        format: name of the propagator that supplied the parent span context, or ``None``.
+        conflicts: span contexts of *other* traces found in the same request (for span links).
+    """
+
+    context: Context
+    format: str | None
+    conflicts: tuple[SpanContext, ...]
+
+
+_EMPTY: tuple[SpanContext, ...] = ()
+
+
+class CompositePropagator(TextMapPropagator):
+    """Runs named propagators in order, resolving disagreements by ``policy``.
+
+    ``"first"``: the first propagator that yields a valid span context supplies the parent; a
+    later one that names another trace is reported as a conflict; one that names the same
+    trace may only contribute a ``tracestate`` the winner lacks. ``"last"``: each propagator
+    overwrites the previous one, as OpenTelemetry's own composite does.
+    """
+
+    def __init__(
+        self,
+        extractors: Sequence[tuple[str, TextMapPropagator]],
+        injectors: Sequence[tuple[str, TextMapPropagator]],
+        policy: str = "first",
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown extract policy {policy!r}; known: {', '.join(POLICIES)}")
+        self.extractors = tuple(extractors)
+        self.injectors = tuple(injectors)
+        self.policy = policy
+        self._fields = frozenset(f for _, p in self.injectors for f in p.fields)
+
+    def extract_detailed(
+        self,
+        carrier: CarrierT,
+        getter: Getter[CarrierT] = default_getter,
+        context: Context | None = None,
+    ) -> Extracted:
+        """Extract into ``context`` (default: a new, empty one, never the current one)."""
+        ctx = Context() if context is None else context
+        winner: SpanContext | None = None
+        fmt: str | None = None
+        conflicts: list[SpanContext] | None = None
+        last = self.policy == "last"
+        for name, propagator in self.extractors:
+            before = get_current_span(ctx)
+            new_ctx = propagator.extract(carrier, ctx, getter)
+            if new_ctx is ctx:
+                continue
+            found = get_current_span(new_ctx)
+            if found is before:  # this propagator added no span context (e.g. baggage)
+                ctx = new_ctx
+                continue
+            span_context = found.get_span_context()
+            if not span_context.is_valid:
+                ctx = new_ctx
+                continue
+            if winner is None or last:
+                winner, fmt, ctx = span_context, name, new_ctx
+            elif span_context.trace_id != winner.trace_id:
+                if conflicts is None:
+                    conflicts = []
+                conflicts.append(span_context)
+                ctx = set_span_in_context(before, new_ctx)
+            elif span_context.trace_state and not winner.trace_state:
+                winner = SpanContext(
+                    winner.trace_id,
+                    winner.span_id,
+                    is_remote=True,
+                    trace_flags=winner.trace_flags,
+                    trace_state=span_context.trace_state,
+                )
+                ctx = set_span_in_context(NonRecordingSpan(winner), new_ctx)
+            else:
+                ctx = set_span_in_context(before, new_ctx)
+        return Extracted(ctx, fmt, tuple(conflicts) if conflicts else _EMPTY)
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        return self.extract_detailed(carrier, getter, context).context
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        for _, propagator in self.injectors:
+            propagator.inject(carrier, context, setter)
+
+    @property
+    def fields(self) -> set[str]:
+        return set(self._fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"CompositePropagator(extract={[n for n, _ in self.extractors]}, "
+            f"inject={[n for n, _ in self.injectors]}, policy={self.policy!r})"
+        )

@@ -1,0 +1,203 @@
+"""W3C Trace Context (``traceparent`` / ``tracestate``), Level 2 rules.
+
+Differences from ``opentelemetry.trace.propagation.tracecontext``:
+
+* unknown flag bits are never sent on (only ``sampled`` and ``random-trace-id``);
+* the ``random-trace-id`` flag of an incoming trace is carried to the next hop;
+* a repeated ``traceparent`` header is invalid;
+* ``tracestate`` keys follow the full grammar (digits first, ``@`` anywhere), duplicated keys
+  keep the left-most entry, and nothing about a bad header is logged per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opentelemetry.context import Context, create_key, get_value, set_value
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    TraceFlags,
+    TraceState,
+    get_current_span,
+    set_span_in_context,
+)
+
+from tracewire._log import warn_limited
+from tracewire.propagators._hex import is_lower_hex, single
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+FLAG_SAMPLED = 0x01
+FLAG_RANDOM = 0x02
+_KNOWN_FLAGS = FLAG_SAMPLED | FLAG_RANDOM
+
+MAX_TRACESTATE_MEMBERS = 32
+# What we send on at most; the spec asks for at least 512 characters to be propagated.
+MAX_TRACESTATE_LENGTH = 8192
+_LONG_MEMBER = 128
+
+_KEY_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_KEY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-*/@"
+
+# Context key holding the trace id whose incoming traceparent had the random-trace-id flag.
+# The SDK rebuilds trace flags for each child span, so the flag is kept beside the span.
+RANDOM_TRACE_ID_KEY = create_key("tracewire-w3c-random-trace-id")
+
+
+class _ValidatedTraceState(TraceState):
+    """A ``TraceState`` built from entries this module already validated.
+
+    OpenTelemetry's own constructor checks keys against an older grammar (it rejects ``foo@``
+    and ``foo@@bar``) and logs every rejected entry with its raw value.
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, str]]) -> None:
+        super().__init__()
+        self._dict = dict(entries)
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """``(trace_id, span_id, flags)`` from one ``traceparent`` value, or ``None`` if invalid."""
+    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    version = value[:2]
+    if version == "ff" or not is_lower_hex(version + value[3:35] + value[36:52] + value[53:55]):
+        return None
+    if len(value) > 55 and (version == "00" or value[55] != "-"):
+        return None
+    trace_id = int(value[3:35], 16)
+    span_id = int(value[36:52], 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, int(value[53:55], 16)
+
+
+def parse_tracestate(values: list[str]) -> list[tuple[str, str]] | None:
+    """The entries of a ``tracestate`` list (all header fields joined), or ``None`` if invalid.
+
+    One invalid member makes the whole list unusable; a duplicated key keeps the left-most.
+    """
+    entries: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for raw in ",".join(values).split(","):
+        member = raw.strip(" \t")
+        if not member:
+            continue
+        key, eq, val = member.partition("=")
+        if (
+            not eq
+            or not 0 < len(key) <= 256
+            or key[0] not in _KEY_FIRST
+            or key.strip(_KEY_CHARS)
+            or not 0 < len(val) <= 256
+            or "=" in val
+            or val[-1] == " "
+            or not val.isascii()
+            or not val.isprintable()
+        ):
+            return None
+        if key in seen:
+            continue
+        seen.add(key)
+        entries.append((key, val))
+        if len(entries) > MAX_TRACESTATE_MEMBERS:
+            return None
+    return entries
+
+
+def format_tracestate(state: TraceState) -> str:
+    """Serialise ``state``, truncating whole entries past ``MAX_TRACESTATE_LENGTH``.
+
+    Entries longer than 128 characters go first, then entries from the right.
+    """
+    members = [f"{key}={value}" for key, value in state.items()]
+    header = ",".join(members)
+    if len(header) <= MAX_TRACESTATE_LENGTH:
+        return header
+    size = len(header)
+    keep = [True] * len(members)
+    for i, member in enumerate(members):
+        if size <= MAX_TRACESTATE_LENGTH:
+            break
+        if len(member) > _LONG_MEMBER:
+            keep[i] = False
+            size -= len(member) + 1
+    for i in range(len(members) - 1, -1, -1):
+        if size <= MAX_TRACESTATE_LENGTH:
+            break
+        if keep[i]:
+            keep[i] = False
+            size -= len(members[i]) + 1
+    return ",".join(m for m, k in zip(members, keep, strict=True) if k)
+
+
+class TraceContextPropagator(TextMapPropagator):
+    """Extracts and injects W3C ``traceparent`` and ``tracestate``."""
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        if context is None:
+            context = Context()
+        values = getter.get(carrier, TRACEPARENT)
+        if not values:
+            return context
+        header = single(values)
+        parsed = parse_traceparent(header) if header is not None else None
+        if parsed is None:
+            warn_limited("traceparent", "ignored an invalid traceparent header; new trace")
+            return context
+        trace_id, span_id, flags = parsed
+        state_values = getter.get(carrier, TRACESTATE)
+        entries: list[tuple[str, str]] | None = []
+        if state_values:
+            entries = parse_tracestate(state_values)
+            if entries is None:
+                warn_limited("tracestate", "dropped an invalid tracestate header")
+        span_context = SpanContext(
+            trace_id=trace_id,
+            span_id=span_id,
+            is_remote=True,
+            trace_flags=TraceFlags(flags & FLAG_SAMPLED),
+            trace_state=_ValidatedTraceState(entries or ()),
+        )
+        if flags & FLAG_RANDOM:
+            context = set_value(RANDOM_TRACE_ID_KEY, trace_id, context)
+        return set_span_in_context(NonRecordingSpan(span_context), context)
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        span_context = get_current_span(context).get_span_context()
+        if not span_context.is_valid:
+            return
+        flags = span_context.trace_flags & _KNOWN_FLAGS
+        if get_value(RANDOM_TRACE_ID_KEY, context) == span_context.trace_id:
+            flags |= FLAG_RANDOM
+        setter.set(
+            carrier,
+            TRACEPARENT,
+            f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{flags:02x}",
+        )
+        if span_context.trace_state:
+            setter.set(carrier, TRACESTATE, format_tracestate(span_context.trace_state))
+
+    @property
+    def fields(self) -> set[str]:
+        return {TRACEPARENT, TRACESTATE}
