@@ -1,0 +1,49 @@
+"""HTTP semantic-convention names and the small rules both span kinds share."""
+
+from __future__ import annotations
+
+# Attribute names (OpenTelemetry HTTP semantic conventions, stable).
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_REQUEST_METHOD_ORIGINAL = "http.request.method_original"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+HTTP_ROUTE = "http.route"
+URL_PATH = "url.path"
+URL_QUERY = "url.query"
+URL_SCHEME = "url.scheme"
+URL_FULL = "url.full"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+CLIENT_ADDRESS = "client.address"
+CLIENT_PORT = "client.port"
+NETWORK_PROTOCOL_VERSION = "network.protocol.version"
+USER_AGENT_ORIGINAL = "user_agent.original"
+ERROR_TYPE = "error.type"
+REQUEST_HEADER_PREFIX = "http.request.header."
+RESPONSE_HEADER_PREFIX = "http.response.header."
+
+# tracewire's own attributes.
+PROPAGATION_FORMAT = "tracewire.propagation.format"
+
+OTHER_METHOD = "_OTHER"
+KNOWN_METHODS = frozenset(
+    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
+)
+
+REDACTED = "REDACTED"
+
+
+def normalize_method(method: str) -> tuple[str, str | None]:
+    """``(method for the span, original if it was not a known one)``."""
+    if method in KNOWN_METHODS:
+        return method, None
+    upper = method.upper()
+    if upper in KNOWN_METHODS:
+        return upper, method
+    return OTHER_METHOD, method
+
+
+def qualified_name(exc: BaseException) -> str:
+    """The fully qualified class name used for ``error.type``."""
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
