@@ -1,0 +1,299 @@
+"""``TracewireMiddleware``: the ASGI 3 server middleware."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from asgiref.compatibility import guarantee_single_callable
+from opentelemetry.context import attach, detach
+from opentelemetry.trace import Span, TracerProvider
+
+from tracewire import semconv
+from tracewire.carriers import asgi_getter
+from tracewire.matching import Origin
+from tracewire.server import SPAN_KEY, Attributes, ServerTracer, _fault
+from tracewire.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RouteOf = Callable[[Scope], "str | None"]
+
+_TRACED = frozenset(("http", "websocket"))
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route template, e.g. ``/items/{item_id}``, or ``None``.
+
+    Reads what Starlette's (and so FastAPI's) router leaves in the scope: ``scope["route"]`` and
+    the ``root_path`` consumed by ``Mount``s, so a mounted route names its full template.
+    """
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not isinstance(path, str):
+        return None
+    root = scope.get("root_path", "")
+    app_root = scope.get("app_root_path", root)
+    prefix = root[len(app_root) :] if root.startswith(app_root) else ""
+    if hasattr(route, "routes"):  # the matched route is a Mount: what it serves is below it
+        return f"{prefix}/{{path}}"
+    return prefix + path
+
+
+def _host_port(scope: Scope) -> tuple[str | None, int | None, str | None]:
+    """Host and port the client addressed (Host header, else the socket), and the user agent."""
+    host_header: bytes | None = None
+    agent: bytes | None = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host_header = value
+        elif name == b"user-agent":
+            agent = value
+    user_agent = agent.decode("latin-1") if agent is not None else None
+    if host_header:
+        text = host_header.decode("latin-1")
+        if text.startswith("["):  # IPv6 literal
+            end = text.find("]")
+            host, rest = text[1:end], text[end + 1 :]
+        else:
+            host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+            rest = ":" + port_text if port_text else ""
+        port_part = rest[1:] if rest.startswith(":") else ""
+        if port_part.isdigit():
+            return host, int(port_part), user_agent
+        return host, _DEFAULT_PORTS.get(scope.get("scheme", "http")), user_agent
+    server = scope.get("server")
+    if server:
+        return server[0], server[1], user_agent
+    return None, None, user_agent
+
+
+def _attributes(scope: Scope) -> Attributes:
+    attributes: Attributes = {
+        semconv.URL_PATH: scope.get("path", ""),
+        semconv.URL_SCHEME: scope.get("scheme", "http"),
+        semconv.NETWORK_PROTOCOL_VERSION: scope.get("http_version", "1.1"),
+    }
+    query = scope.get("query_string")
+    if query:
+        attributes[semconv.URL_QUERY] = query.decode("latin-1")
+    host, port, user_agent = _host_port(scope)
+    if host is not None:
+        attributes[semconv.SERVER_ADDRESS] = host
+    if port is not None:
+        attributes[semconv.SERVER_PORT] = port
+    if user_agent is not None:
+        attributes[semconv.USER_AGENT_ORIGINAL] = user_agent
+    client = scope.get("client")
+    if client:
+        attributes[semconv.CLIENT_ADDRESS] = client[0]
+        if client[1] is not None:
+            attributes[semconv.CLIENT_PORT] = client[1]
+    return attributes
+
+
+def _origin(scope: Scope) -> Origin:
+    host, port, _ = _host_port(scope)
+    return scope.get("scheme", "http"), (host or "").lower(), port
+
+
+class _HttpResponse:
+    """The per-request ``send`` wrapper: sees the status, ends the span with the last byte."""
+
+    __slots__ = (
+        "end_time",
+        "method",
+        "route_of",
+        "scope",
+        "send",
+        "span",
+        "status",
+        "tracer",
+        "trailers",
+    )
+
+    def __init__(
+        self, tracer: ServerTracer, span: Span, scope: Scope, send: Send, route_of: RouteOf
+    ) -> None:
+        self.tracer = tracer
+        self.span = span
+        self.scope = scope
+        self.send = send
+        self.route_of = route_of
+        self.method: str = scope.get("method", "GET")
+        self.status = 0
+        self.trailers = False
+        self.end_time: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            message = self._started(message)
+            await self.send(message)
+        elif (
+            (
+                kind == "http.response.body"
+                and not message.get("more_body", False)
+                and not self.trailers
+            )
+            or kind == "http.response.pathsend"
+            or (kind == "http.response.trailers" and not message.get("more_trailers", False))
+        ):
+            await self.send(message)
+            self._completed()
+        else:
+            await self.send(message)
+
+    def _started(self, message: Message) -> Message:
+        try:
+            self.status = int(message["status"])
+            self.trailers = bool(message.get("trailers", False))
+            headers = message.get("headers", ())
+            self.tracer.response_started(self.span, self.status, headers)
+            extra = self.tracer.propagation_headers(self.span)
+            if extra:
+                encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in extra]
+                message = {**message, "headers": [*headers, *encoded]}
+        except Exception as exc:
+            _fault("asgi-response", exc)
+        return message
+
+    def _completed(self) -> None:
+        if self.end_time is not None:
+            return
+        self.end_time = time.time_ns()
+        self._name()
+        if self.status < 500:
+            # The response is done: work after it (background tasks) is outside the span.
+            self.tracer.end(self.span)
+        # A 5xx stays open until the app returns, so the exception that usually follows can be
+        # recorded; its end time is still the moment the response finished.
+
+    def _name(self) -> None:
+        if self.span.is_recording():
+            route = self.route_of(self.scope)
+            if route is not None:
+                self.tracer.set_route(self.span, self.method, route)
+
+    def finish(self, exc: BaseException | None) -> None:
+        """The app returned or raised: end the span if the response did not already."""
+        if self.end_time is not None and self.status < 500:
+            return
+        if self.end_time is None:
+            self._name()
+            if exc is not None and not self.status and self.span.is_recording():
+                # Servers answer 500 when the app fails before starting a response.
+                self.tracer.response_started(self.span, 500, ())
+        self.tracer.end(self.span, exc, self.end_time)
+
+
+class _WebSocket:
+    """``send`` wrapper for a WebSocket: the span covers the handshake and the connection."""
+
+    __slots__ = ("accepted", "send", "span", "tracer")
+
+    def __init__(self, tracer: ServerTracer, span: Span, send: Send) -> None:
+        self.tracer = tracer
+        self.span = span
+        self.send = send
+        self.accepted = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept" and not self.accepted:
+            self.accepted = True
+            self.tracer.response_started(self.span, 101, message.get("headers", ()))
+        elif kind == "websocket.close" and not self.accepted:
+            self.accepted = True  # rejected before the handshake completed
+            self.tracer.response_started(self.span, 403, ())
+        elif kind == "websocket.http.response.start" and not self.accepted:
+            self.accepted = True
+            self.tracer.response_started(self.span, int(message.get("status", 403)), ())
+        await self.send(message)
+
+
+class TracewireMiddleware:
+    """ASGI middleware that puts every request in the right trace.
+
+    One line::
+
+        app = TracewireMiddleware(app)                 # any ASGI app
+        app.add_middleware(TracewireMiddleware)        # Starlette / FastAPI
+
+    For each ``http`` and ``websocket`` request it extracts the incoming trace context from the
+    headers alone (never from whatever context happens to be current), starts one SERVER span
+    in it, makes it current for the app's code and ends it when the last byte of the response
+    was sent. ``lifespan`` and other scope types pass through untouched, and so does a request
+    already traced by an outer ``TracewireMiddleware``.
+
+    Args:
+        app: the ASGI 3 application (an ASGI 2 one is adapted with asgiref).
+        settings: a ``tracewire.Settings``; default ``Settings.from_env()``.
+        tracer_provider: the OpenTelemetry ``TracerProvider``; default the global one.
+        route: ``route(scope) -> str | None`` giving the matched route template for the span
+            name; the default reads Starlette's and FastAPI's routing result.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        route: RouteOf | None = None,
+    ) -> None:
+        if settings is None:
+            settings = Settings.from_env()
+        elif not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
+        if route is not None and not callable(route):
+            raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
+        self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        self.settings = settings
+        self.route_of: RouteOf = route or route_template
+        self._tracer = ServerTracer(settings, tracer_provider)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in _TRACED or SPAN_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        tracer = self._tracer
+        ctx, span = tracer.begin(
+            scope.get("headers", ()),
+            asgi_getter,
+            scope.get("method", "GET"),
+            scope.get("path", ""),
+            _attributes,
+            scope,
+            _origin,
+        )
+        scope[SPAN_KEY] = span
+        token = attach(ctx)
+        try:
+            if span is None:
+                await self.app(scope, receive, send)
+                return
+            if kind == "websocket":
+                wrapped: Any = _WebSocket(tracer, span, send)
+                try:
+                    await self.app(scope, receive, wrapped)
+                except BaseException as exc:
+                    tracer.end(span, exc)
+                    raise
+                tracer.end(span)
+                return
+            response = _HttpResponse(tracer, span, scope, send, self.route_of)
+            try:
+                await self.app(scope, receive, response)
+            except BaseException as exc:
+                response.finish(exc)
+                raise
+            response.finish(None)
+        finally:
+            detach(token)

@@ -1,0 +1,298 @@
+"""``TracewireWSGIMiddleware``: the WSGI (PEP 3333) server middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Optional
+
+from opentelemetry.context import Context, attach, detach
+from opentelemetry.trace import Span, TracerProvider
+
+from tracewire import semconv
+from tracewire.carriers import wsgi_getter
+from tracewire.matching import Origin
+from tracewire.server import SPAN_KEY, Attributes, ServerTracer, _fault
+from tracewire.settings import Settings
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]  # noqa: UP045
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+RouteOf = Callable[[Environ], "str | None"]
+
+# Where a framework integration (e.g. ``tracewire.flask``) leaves the matched route template.
+ROUTE_KEY = "tracewire.route"
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def route_from_environ(environ: Environ) -> str | None:
+    """The route template an integration stored under ``ROUTE_KEY``, if any."""
+    route = environ.get(ROUTE_KEY)
+    return route if isinstance(route, str) else None
+
+
+def _text(value: str) -> str:
+    # WSGI strings are bytes decoded as latin-1; paths are UTF-8 on the wire.
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+def request_path(environ: Environ) -> str:
+    """The decoded request path, the same value ASGI has in ``scope["path"]``."""
+    return _text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+
+
+def _host_port(environ: Environ) -> tuple[str, int | None]:
+    host = environ.get("HTTP_HOST")
+    scheme = environ.get("wsgi.url_scheme", "http")
+    if host:
+        if host.startswith("["):
+            end = host.find("]")
+            name, rest = host[1:end], host[end + 1 :]
+            port_text = rest[1:] if rest.startswith(":") else ""
+        else:
+            name, _, port_text = host.partition(":")
+        if port_text.isdigit():
+            return name, int(port_text)
+        return name, _DEFAULT_PORTS.get(scheme)
+    port = environ.get("SERVER_PORT", "")
+    return environ.get("SERVER_NAME", ""), int(port) if port.isdigit() else None
+
+
+def _attributes(environ: Environ) -> Attributes:
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    path = raw.partition("?")[0] if raw else request_path(environ)
+    protocol = environ.get("SERVER_PROTOCOL", "")
+    attributes: Attributes = {
+        semconv.URL_PATH: path,
+        semconv.URL_SCHEME: environ.get("wsgi.url_scheme", "http"),
+    }
+    if protocol.startswith("HTTP/"):
+        attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol[5:]
+    query = environ.get("QUERY_STRING")
+    if query:
+        attributes[semconv.URL_QUERY] = query
+    host, port = _host_port(environ)
+    if host:
+        attributes[semconv.SERVER_ADDRESS] = host
+    if port is not None:
+        attributes[semconv.SERVER_PORT] = port
+    agent = environ.get("HTTP_USER_AGENT")
+    if agent:
+        attributes[semconv.USER_AGENT_ORIGINAL] = agent
+    client = environ.get("REMOTE_ADDR")
+    if client:
+        attributes[semconv.CLIENT_ADDRESS] = client
+        client_port = environ.get("REMOTE_PORT")
+        if isinstance(client_port, str) and client_port.isdigit():
+            attributes[semconv.CLIENT_PORT] = int(client_port)
+    return attributes
+
+
+def _origin(environ: Environ) -> Origin:
+    host, port = _host_port(environ)
+    return environ.get("wsgi.url_scheme", "http"), host.lower(), port
+
+
+class _Request:
+    """Per-request state: the span, the context, and how the response went."""
+
+    __slots__ = ("context", "ended", "environ", "method", "route_of", "span", "status", "tracer")
+
+    def __init__(
+        self,
+        tracer: ServerTracer,
+        span: Span,
+        context: Context,
+        environ: Environ,
+        route_of: RouteOf,
+    ) -> None:
+        self.tracer = tracer
+        self.span = span
+        self.context = context
+        self.environ = environ
+        self.route_of = route_of
+        self.method: str = environ.get("REQUEST_METHOD", "GET")
+        self.status = 0
+        self.ended = False
+
+    def start_response(self, start_response: StartResponse) -> StartResponse:
+        def traced_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            try:
+                code = int(status[:3])
+                self.status = code
+                self.tracer.response_started(self.span, code, headers)
+                extra = self.tracer.propagation_headers(self.span)
+                if extra:
+                    headers = [*headers, *extra]
+            except Exception as exc:
+                _fault("wsgi-response", exc)
+            if exc_info is not None:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        return traced_start_response
+
+    def end(self, exc: BaseException | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.span.is_recording():
+            route = self.route_of(self.environ)
+            if route is not None:
+                self.tracer.set_route(self.span, self.method, route)
+            if exc is not None and not self.status:
+                self.tracer.response_started(self.span, 500, ())
+        self.tracer.end(self.span, exc)
+
+
+class _TracedBody:
+    """Wraps the response iterable: the request's context is current while the body is
+    produced, and the span ends when the server calls ``close()`` (PEP 3333)."""
+
+    __slots__ = ("_iterator", "_result", "_state")
+
+    def __init__(self, result: Iterable[bytes], state: _Request) -> None:
+        self._result = result
+        self._state = state
+        self._iterator: Iterator[bytes] | None = None
+
+    def __iter__(self) -> _TracedBody:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = iter(self._result)
+        token = attach(self._state.context)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._state.end(exc)
+            raise
+        finally:
+            detach(token)
+
+    def close(self) -> None:
+        token = attach(self._state.context)
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            self._state.end(exc)
+            raise
+        finally:
+            detach(token)
+            self._state.end()
+
+
+def _hook_close(result: Any, state: _Request) -> bool:
+    """Make ``result.close()`` end the span without changing the object's type.
+
+    Used for ``wsgi.file_wrapper`` responses: servers send those with ``sendfile`` only when
+    the object is still an instance of their wrapper class.
+    """
+    original = getattr(result, "close", None)
+
+    def close() -> None:
+        try:
+            if original is not None:
+                original()
+        finally:
+            state.end()
+
+    try:
+        result.close = close
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
+class TracewireWSGIMiddleware:
+    """WSGI middleware that puts every request in the right trace.
+
+    One line::
+
+        app.wsgi_app = TracewireWSGIMiddleware(app.wsgi_app)   # Flask
+        application = TracewireWSGIMiddleware(get_wsgi_application())   # Django
+
+    It extracts the incoming trace context from the request headers alone, starts one SERVER
+    span in it, makes it current for the app's code (also while a streamed body is produced)
+    and ends it when the server closes the response iterable, so streaming responses are fully
+    inside the span. ``wsgi.file_wrapper`` responses keep the server's ``sendfile`` fast path.
+    A request already traced by an outer ``TracewireWSGIMiddleware`` passes through.
+
+    Args:
+        app: the WSGI application.
+        settings: a ``tracewire.Settings``; default ``Settings.from_env()``.
+        tracer_provider: the OpenTelemetry ``TracerProvider``; default the global one.
+        route: ``route(environ) -> str | None`` giving the matched route template for the span
+            name; the default reads what an integration stored (``tracewire.flask`` does).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        settings: Settings | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        route: RouteOf | None = None,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, got {type(app).__name__}")
+        if settings is None:
+            settings = Settings.from_env()
+        elif not isinstance(settings, Settings):
+            raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
+        if route is not None and not callable(route):
+            raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
+        self.app = app
+        self.settings = settings
+        self.route_of: RouteOf = route or route_from_environ
+        self._tracer = ServerTracer(settings, tracer_provider)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if SPAN_KEY in environ:
+            return self.app(environ, start_response)
+        tracer = self._tracer
+        ctx, span = tracer.begin(
+            environ,
+            wsgi_getter,
+            environ.get("REQUEST_METHOD", "GET"),
+            request_path(environ),
+            _attributes,
+            environ,
+            _origin,
+        )
+        environ[SPAN_KEY] = span
+        token = attach(ctx)
+        try:
+            if span is None:
+                return self.app(environ, start_response)
+            state = _Request(tracer, span, ctx, environ, self.route_of)
+            try:
+                result = self.app(environ, state.start_response(start_response))
+            except BaseException as exc:
+                state.end(exc)
+                raise
+            file_wrapper = environ.get("wsgi.file_wrapper")
+            if (
+                file_wrapper is not None
+                and isinstance(file_wrapper, type)
+                and isinstance(result, file_wrapper)
+                and _hook_close(result, state)
+            ):
+                return result
+            return _TracedBody(result, state)
+        finally:
+            detach(token)
