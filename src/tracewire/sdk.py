@@ -1,0 +1,332 @@
+"""One call to set up the OpenTelemetry SDK for a service.
+
+Usage::
+
+    provider = tracewire.sdk.configure(service_name="my-server")
+
+tracewire itself needs only the OpenTelemetry *API*; this helper is for services that do not
+already configure the SDK some other way. Everything it does can be steered by the standard
+environment variables, and every argument wins over its variable:
+
+===================  ===========================================  ==========================
+argument             environment variable                         default
+===================  ===========================================  ==========================
+``service_name``     ``OTEL_SERVICE_NAME``, then ``service.name``  ``unknown_service:<exe>``
+                     in ``OTEL_RESOURCE_ATTRIBUTES``
+``exporter``         ``OTEL_TRACES_EXPORTER``                     ``otlp``
+``endpoint``         ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,       ``http://localhost:4318``
+                     ``OTEL_EXPORTER_OTLP_ENDPOINT``
+``sampler``          ``OTEL_TRACES_SAMPLER`` / ``_ARG``           ``parentbased_always_on``
+(all)                ``OTEL_SDK_DISABLED=true``: no export at all
+===================  ===========================================  ==========================
+
+``otlp`` is OTLP over HTTP/protobuf and needs the ``otlp`` extra
+(``pip install 'tracewire[otlp]'``); ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` switches to the gRPC
+exporter when ``opentelemetry-exporter-otlp-proto-grpc`` is installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "EXPORTERS",
+    "PROCESSORS",
+    "SAMPLERS",
+    "ExporterSpec",
+    "configure",
+    "get_exporters",
+    "otlp_exporter",
+]
+
+logger = logging.getLogger("tracewire")
+
+ExporterSpec = str | SpanExporter
+
+EXPORTERS = ("otlp", "console", "memory", "none")
+# The names the SDK itself accepts in OTEL_TRACES_SAMPLER.
+SAMPLERS = (
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+    "always_on",
+    "always_off",
+    "traceidratio",
+)
+PROCESSORS = ("batch", "simple")
+PROTOCOLS = ("http/protobuf", "grpc")
+
+OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
+OTEL_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+TRACES_PATH = "/v1/traces"
+
+OTLP_MISSING = (
+    "the 'otlp' exporter needs the otlp extra: pip install 'tracewire[otlp]' "
+    "(or opentelemetry-exporter-otlp-proto-http)"
+)
+GRPC_MISSING = (
+    "OTLP over gRPC needs the package opentelemetry-exporter-otlp-proto-grpc: "
+    "pip install opentelemetry-exporter-otlp-proto-grpc"
+)
+
+# The exporters each configured provider sends to, so that callers can reach an in-memory one.
+_exporters: weakref.WeakKeyDictionary[TracerProvider, tuple[SpanExporter, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def configure(
+    service_name: str | None = None,
+    *,
+    exporter: ExporterSpec | Sequence[ExporterSpec] | None = None,
+    endpoint: str | None = None,
+    sampler: str | Sampler | None = None,
+    sampler_arg: float | None = None,
+    resource_attributes: Mapping[str, AttributeValue] | None = None,
+    processor: str | None = None,
+    set_global: bool = True,
+    shutdown_on_exit: bool = True,
+) -> TracerProvider:
+    """Build an SDK ``TracerProvider``, attach exporters, and (by default) make it global.
+
+    Args:
+        service_name: the resource's ``service.name``. Default: ``OTEL_SERVICE_NAME``, then
+            ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``, then the SDK's fallback.
+        exporter: ``"otlp"``, ``"console"``, ``"memory"``, ``"none"``, a ``SpanExporter``, or a
+            sequence (or comma-separated string) of those: each gets its own span processor.
+            Default: ``OTEL_TRACES_EXPORTER``, else ``"otlp"``.
+        endpoint: OTLP endpoint for the ``"otlp"`` exporter. A URL without a path (a collector's
+            base URL, e.g. ``http://localhost:4318``) gets ``/v1/traces`` appended; a URL with a
+            path is used as it is. Default: the ``OTEL_EXPORTER_OTLP_*`` variables.
+        sampler: a ``Sampler`` or one of :data:`SAMPLERS`. Default: ``OTEL_TRACES_SAMPLER`` /
+            ``OTEL_TRACES_SAMPLER_ARG`` read by the SDK, else ``parentbased_always_on``.
+        sampler_arg: the ratio (0..1) for the ``*traceidratio`` samplers (default 1.0).
+        resource_attributes: extra resource attributes; they win over
+            ``OTEL_RESOURCE_ATTRIBUTES`` (and ``service_name`` wins over both).
+        processor: ``"batch"`` (default) or ``"simple"`` (export each span as it ends). The
+            ``"memory"`` exporter always uses ``"simple"``, so its spans are readable at once.
+        set_global: make the provider the global one (``trace.set_tracer_provider``).
+        shutdown_on_exit: flush and shut down at interpreter exit (``atexit``).
+
+    Returns the provider. With ``OTEL_SDK_DISABLED=true`` it records and exports nothing.
+    Raises ``ValueError`` for a bad argument or variable (naming it and the valid choices) and
+    ``ImportError`` with the ``pip install`` line when an exporter's package is missing.
+    """
+    if service_name is not None and (not isinstance(service_name, str) or not service_name):
+        raise ValueError(f"service_name must be a non-empty string, got {service_name!r}")
+    specs, exporter_label = _exporter_specs(exporter)
+    endpoint = _endpoint(endpoint)
+    chosen_sampler = _sampler(sampler, sampler_arg)
+    chosen_processor = _choice("processor", "batch" if processor is None else processor, PROCESSORS)
+
+    attributes: dict[str, AttributeValue] = dict(resource_attributes or {})
+    if service_name is not None:
+        attributes[SERVICE_NAME] = service_name
+    provider = TracerProvider(
+        sampler=chosen_sampler,
+        resource=Resource.create(attributes),
+        shutdown_on_exit=shutdown_on_exit,
+    )
+
+    made: list[SpanExporter] = []
+    if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true":
+        for spec in specs:
+            built = _build_exporter(spec, endpoint, exporter_label)
+            if built is None:
+                continue
+            made.append(built)
+            provider.add_span_processor(_processor(built, chosen_processor))
+    _exporters[provider] = tuple(made)
+
+    if set_global:
+        trace.set_tracer_provider(provider)
+        if trace.get_tracer_provider() is not provider:
+            logger.warning(
+                "tracewire.sdk.configure: a global TracerProvider was already set and "
+                "OpenTelemetry does not allow replacing it; the new provider is returned but "
+                "is not global (pass tracer_provider= to the middlewares, or set_global=False)"
+            )
+    return provider
+
+
+def get_exporters(provider: TracerProvider) -> tuple[SpanExporter, ...]:
+    """The exporters ``configure`` attached to ``provider`` (e.g. to read a memory exporter)."""
+    return _exporters.get(provider, ())
+
+
+def otlp_exporter(endpoint: str | None = None, **kwargs: Any) -> SpanExporter:
+    """An OTLP span exporter (HTTP/protobuf, or gRPC per ``OTEL_EXPORTER_OTLP_PROTOCOL``).
+
+    ``endpoint`` follows the rule of :func:`configure`; ``kwargs`` go to the exporter class
+    (``headers``, ``timeout``, ``compression``, ...). Useful to export to a second collector:
+    ``configure(exporter=["otlp", otlp_exporter("http://jaeger:4318")])``.
+    """
+    return _otlp(_endpoint(endpoint), "exporter", kwargs)
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def _choice(label: str, value: object, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in choices:
+        raise ValueError(f"invalid {label} {value!r}; valid choices: {', '.join(choices)}")
+    return value.strip().lower()
+
+
+def _exporter_specs(
+    exporter: ExporterSpec | Sequence[ExporterSpec] | None,
+) -> tuple[list[ExporterSpec], str]:
+    label = "exporter"
+    raw: object = exporter
+    if exporter is None:
+        from_env = os.environ.get(OTEL_TRACES_EXPORTER, "").strip()
+        raw = from_env or "otlp"
+        if from_env:
+            label = OTEL_TRACES_EXPORTER
+    items: list[object]
+    if isinstance(raw, str):
+        items = [part.strip() for part in raw.split(",") if part.strip()]
+    elif isinstance(raw, SpanExporter):
+        items = [raw]
+    elif isinstance(raw, Sequence):
+        items = list(raw)
+    else:
+        raise ValueError(
+            f"invalid {label} {raw!r}; valid choices: {', '.join(EXPORTERS)}, a SpanExporter, "
+            "or a sequence of those"
+        )
+    specs: list[ExporterSpec] = []
+    for item in items:
+        if isinstance(item, SpanExporter):
+            specs.append(item)
+        else:
+            specs.append(_choice(label, item, EXPORTERS))
+    if not specs:
+        raise ValueError(f"{label} is empty; valid choices: {', '.join(EXPORTERS)}")
+    if "none" in specs and len(specs) > 1:
+        raise ValueError(f"'none' in {label} cannot be combined with other exporters")
+    return specs, label
+
+
+def _endpoint(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    if not isinstance(endpoint, str):
+        raise ValueError(f"endpoint must be a URL string, got {endpoint!r}")
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"invalid endpoint {endpoint!r}; expected an http:// or https:// URL such as "
+            "http://localhost:4318"
+        )
+    if parts.path in ("", "/"):
+        return endpoint.strip().rstrip("/") + TRACES_PATH
+    return endpoint.strip()
+
+
+def _sampler(sampler: str | Sampler | None, sampler_arg: float | None) -> Sampler | None:
+    if sampler_arg is not None and (
+        isinstance(sampler_arg, bool)
+        or not isinstance(sampler_arg, int | float)
+        or not 0.0 <= sampler_arg <= 1.0
+    ):
+        raise ValueError(f"sampler_arg must be a number from 0 to 1, got {sampler_arg!r}")
+    if sampler is None:
+        if sampler_arg is not None:
+            raise ValueError(
+                "sampler_arg needs sampler='traceidratio' or 'parentbased_traceidratio'"
+            )
+        return None  # the SDK reads OTEL_TRACES_SAMPLER / _ARG itself
+    if isinstance(sampler, Sampler):
+        return sampler
+    name = _choice("sampler", sampler, SAMPLERS)
+    rate = 1.0 if sampler_arg is None else float(sampler_arg)
+    if name == "parentbased_traceidratio":
+        return ParentBasedTraceIdRatio(rate)
+    if name == "traceidratio":
+        return TraceIdRatioBased(rate)
+    if sampler_arg is not None:
+        raise ValueError(f"sampler_arg applies only to the traceidratio samplers, not {name!r}")
+    fixed: dict[str, Sampler] = {
+        "parentbased_always_on": DEFAULT_ON,
+        "parentbased_always_off": DEFAULT_OFF,
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+    }
+    return fixed[name]
+
+
+# ---------------------------------------------------------------------------------- building
+
+
+def _build_exporter(spec: ExporterSpec, endpoint: str | None, label: str) -> SpanExporter | None:
+    if isinstance(spec, SpanExporter):
+        return spec
+    if spec == "none":
+        return None
+    if spec == "console":
+        return ConsoleSpanExporter()
+    if spec == "memory":
+        return InMemorySpanExporter()
+    return _otlp(endpoint, label, {})
+
+
+def _protocol() -> str:
+    for variable in OTEL_PROTOCOL_VARIABLES:
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return _choice(variable, value, PROTOCOLS)
+    return "http/protobuf"
+
+
+def _otlp(endpoint: str | None, label: str, kwargs: dict[str, Any]) -> SpanExporter:
+    if _protocol() == "grpc":
+        try:
+            grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+        except ImportError as exc:
+            raise ImportError(f"{GRPC_MISSING} (for {label} 'otlp')") from exc
+        # The gRPC exporter takes the collector's address without the HTTP signal path.
+        if endpoint is not None and endpoint.endswith(TRACES_PATH):
+            endpoint = endpoint[: -len(TRACES_PATH)]
+        built: SpanExporter = grpc.OTLPSpanExporter(endpoint=endpoint, **kwargs)
+        return built
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise ImportError(f"{OTLP_MISSING} (for {label} 'otlp')") from exc
+    return OTLPSpanExporter(endpoint=endpoint, **kwargs)
+
+
+def _processor(exporter: SpanExporter, kind: str) -> SpanProcessor:
+    # Memory exporters exist to be read right after the span ends; batching would hide spans.
+    if kind == "simple" or isinstance(exporter, InMemorySpanExporter):
+        return SimpleSpanProcessor(exporter)
+    return BatchSpanProcessor(exporter)
