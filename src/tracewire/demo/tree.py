@@ -102,6 +102,9 @@ def render_trace(
     seen: set[str] = set()
     for root in roots:
         _walk(root, children, "", "", glyphs, rows, seen)
+    for span in ordered:  # spans in a parent cycle have no root: show each on its own
+        if span.span_id not in seen:
+            _walk(span, {}, "", "", glyphs, rows, seen)
 
     start = min(s.start_ns for s in ordered)
     end = max(s.end_ns for s in ordered)

@@ -1,0 +1,253 @@
+"""The demo's services. ``tracewire demo`` runs each in its own process:
+
+==============  ======================  =====================================================
+service         what                    started as
+==============  ======================  =====================================================
+my-server       Starlette under uvicorn ``uvicorn --factory tracewire.demo.services:create_server``
+my-downstream   Flask under gunicorn    ``gunicorn 'tracewire.demo.services:create_downstream()'``
+my-third        Flask under werkzeug    ``python -m tracewire.demo.services my-third --port N``
+==============  ======================  =====================================================
+
+``GET /process`` on my-server waits ~100 ms, then calls ``GET /downstream`` on my-downstream
+with httpx; my-downstream (with ``--hops 3``, after calling ``GET /third`` on my-third with
+requests) answers after ~50 ms. Every answer is JSON and reports the trace headers that service
+received, so the demo can show what went over the wire.
+
+Each service sets up the SDK with ``tracewire.sdk.configure(service_name=..., exporter="otlp")``
+(endpoint from the standard ``OTEL_EXPORTER_OTLP_*`` variables) and tracewire's settings with
+``Settings.from_env()`` (``OTEL_PROPAGATORS`` / ``TRACEWIRE_*``). The URLs of the next hop and
+an optional second OTLP endpoint come from the ``TWDEMO_*`` variables below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from tracewire.sdk import ExporterSpec, configure, otlp_exporter
+from tracewire.settings import Settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+ENV_DOWNSTREAM_URL = "TWDEMO_DOWNSTREAM_URL"
+ENV_THIRD_URL = "TWDEMO_THIRD_URL"
+ENV_EXTRA_OTLP = "TWDEMO_EXTRA_OTLP_ENDPOINT"
+
+HEALTH_PATH = "/health"
+SERVER_DELAY = 0.100
+DOWNSTREAM_DELAY = 0.050
+THIRD_DELAY = 0.020
+CALL_TIMEOUT = 15.0
+
+# Headers the built-in propagators read; installed ones add their own fields.
+TRACE_HEADERS = (
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+)
+
+
+def configure_tracing(service_name: str) -> TracerProvider:
+    """The SDK for one demo service: OTLP to the demo, and to ``TWDEMO_EXTRA_OTLP_ENDPOINT``."""
+    exporters: list[ExporterSpec] = ["otlp"]
+    extra = os.environ.get(ENV_EXTRA_OTLP, "").strip()
+    if extra:
+        # A second processor: a slow or absent collector cannot delay the demo's own copy.
+        exporters.append(otlp_exporter(extra))
+    return configure(service_name=service_name, exporter=exporters)
+
+
+def demo_settings() -> Settings:
+    """Settings from the environment, with the readiness probe path excluded from tracing."""
+    settings = Settings.from_env()
+    return settings.replace(excluded_paths=(*settings.excluded_paths, HEALTH_PATH))
+
+
+def trace_header_names(settings: Settings) -> tuple[str, ...]:
+    fields = {f.lower() for _, p in settings.composite.extractors for f in p.fields}
+    return (*TRACE_HEADERS, *sorted(fields.difference(TRACE_HEADERS)))
+
+
+def received(get: Callable[[str], str | None], names: Sequence[str]) -> dict[str, str]:
+    """The trace headers of a request, by lowercase name (only those present)."""
+    found: dict[str, str] = {}
+    for name in names:
+        value = get(name)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+# --------------------------------------------------------------------------- my-server (ASGI)
+
+
+def create_server() -> Any:
+    """my-server: Starlette, ``GET /process`` -> httpx -> my-downstream ``GET /downstream``."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    from tracewire.asgi import TracewireMiddleware
+    from tracewire.httpx import AsyncTracingTransport
+
+    configure_tracing("my-server")
+    settings = demo_settings()
+    names = trace_header_names(settings)
+    downstream = os.environ[ENV_DOWNSTREAM_URL].rstrip("/") + "/downstream"
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        transport = AsyncTracingTransport(settings=settings)
+        async with httpx.AsyncClient(transport=transport, timeout=CALL_TIMEOUT) as client:
+            app.state.client = client
+            yield
+
+    async def process(request: Request) -> JSONResponse:
+        headers = received(request.headers.get, names)
+        await asyncio.sleep(SERVER_DELAY)
+        client: httpx.AsyncClient = request.app.state.client
+        try:
+            response = await client.get(downstream)
+            answer: Any = response.json()
+            status = 200 if response.status_code == 200 else 502
+        except (httpx.HTTPError, ValueError) as exc:
+            answer, status = {"error": f"{type(exc).__name__}: {exc}"}, 502
+        body = {"service": "my-server", "received": headers, "downstream": answer}
+        return JSONResponse(body, status_code=status)
+
+    async def health(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[Route("/process", process), Route(HEALTH_PATH, health)],
+        middleware=[Middleware(TracewireMiddleware, settings=settings)],
+        lifespan=lifespan,
+    )
+
+
+# ------------------------------------------------------------------- my-downstream (WSGI)
+
+
+def _flask_app(name: str, settings: Settings) -> Flask:
+    from flask import Flask
+
+    from tracewire.flask import Tracewire
+
+    app = Flask(name)
+    Tracewire(app, settings=settings)
+    app.add_url_rule(HEALTH_PATH, "health", lambda: "ok")
+    return app
+
+
+def create_downstream() -> Any:
+    """my-downstream: Flask, ``GET /downstream`` [-> requests -> my-third ``GET /third``]."""
+    import requests
+    from flask import jsonify, request
+
+    from tracewire.requests import instrument_session
+
+    configure_tracing("my-downstream")
+    settings = demo_settings()
+    names = trace_header_names(settings)
+    third_url = os.environ.get(ENV_THIRD_URL, "").strip()
+    session = instrument_session(requests.Session(), settings=settings) if third_url else None
+    app = _flask_app("my-downstream", settings)
+
+    @app.get("/downstream")
+    def downstream() -> Any:
+        headers = received(request.headers.get, names)
+        body: dict[str, Any] = {"service": "my-downstream", "received": headers}
+        status = 200
+        if session is not None:
+            try:
+                response = session.get(third_url.rstrip("/") + "/third", timeout=CALL_TIMEOUT)
+                body["third"] = response.json()
+                status = 200 if response.status_code == 200 else 502
+            except (requests.RequestException, ValueError) as exc:
+                body["third"], status = {"error": f"{type(exc).__name__}: {exc}"}, 502
+        time.sleep(DOWNSTREAM_DELAY)
+        return jsonify(body), status
+
+    return app
+
+
+def create_third() -> Any:
+    """my-third: Flask, ``GET /third`` answers JSON after ~20 ms."""
+    from flask import jsonify, request
+
+    configure_tracing("my-third")
+    settings = demo_settings()
+    names = trace_header_names(settings)
+    app = _flask_app("my-third", settings)
+
+    @app.get("/third")
+    def third() -> Any:
+        headers = received(request.headers.get, names)
+        time.sleep(THIRD_DELAY)
+        return jsonify({"service": "my-third", "received": headers})
+
+    return app
+
+
+# ------------------------------------------------------------- werkzeug runner (my-third etc.)
+
+
+def serve_werkzeug(factory: Callable[[], Any], host: str, port: int) -> None:
+    """Serve a WSGI app from ``factory`` with werkzeug's threaded server until SIGTERM/SIGINT."""
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, factory(), threaded=True)
+
+    def stop(signum: int, frame: object) -> None:
+        # Leave serve_forever normally so that atexit (the SDK's flush) runs.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        server.server_close()
+
+
+FACTORIES: dict[str, Callable[[], Any]] = {
+    "my-downstream": create_downstream,
+    "my-third": create_third,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracewire.demo.services",
+        description="Run one WSGI demo service under werkzeug's server.",
+    )
+    parser.add_argument("service", choices=sorted(FACTORIES))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    serve_werkzeug(FACTORIES[args.service], args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a child process
+    sys.exit(main())
