@@ -276,7 +276,8 @@ class TracewireMiddleware:
         scope[SPAN_KEY] = span
         token = attach(ctx)
         try:
-            if span is None:
+            if span is None or (not span.is_recording() and not tracer.response_propagation_on):
+                # Excluded, or not sampled: nothing to record, so no send wrapper either.
                 await self.app(scope, receive, send)
                 return
             if kind == "websocket":

@@ -15,11 +15,15 @@ from opentelemetry.context import Context, set_value
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import (
     Link,
+    NonRecordingSpan,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     TracerProvider,
+    get_current_span,
     get_tracer,
     set_span_in_context,
 )
@@ -40,6 +44,7 @@ SPAN_KEY = "tracewire.server_span"
 INSTRUMENTATION_NAME = "tracewire"
 
 _ERROR = Status(StatusCode.ERROR)
+_RANDOM_FLAG = 0x02
 
 
 class ResponseInfo(NamedTuple):
@@ -47,6 +52,39 @@ class ResponseInfo(NamedTuple):
 
     status_code: int
     headers: Any  # the protocol's native response headers (ASGI byte pairs / WSGI str pairs)
+
+
+def _unsampled_fast_path(tracer: Any) -> Any:
+    """The SDK id generator when a not-sampled remote parent always yields a non-recording
+    child (the SDK's default ``ParentBased`` sampler); ``False`` when not; ``None`` while the
+    global provider is still a proxy.
+
+    The sampler round trip is most of the cost of an unsampled request; for this configuration
+    its answer is known, so the span is made here exactly as the SDK would make it.
+    """
+    real = tracer
+    if type(tracer).__name__ == "ProxyTracer":
+        # The global provider's tracer: resolved once an SDK provider is set globally.
+        real = getattr(tracer, "_tracer", None)
+        if real is None or type(real).__name__ in ("NoOpTracer", "ProxyTracer"):
+            return None
+    try:
+        from opentelemetry.sdk.trace import Tracer as SdkTracer
+        from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
+    except ImportError:  # pragma: no cover - the SDK is a dependency
+        return False
+    if not isinstance(real, SdkTracer):
+        return False
+    sampler = real.sampler
+    if type(sampler) is not ParentBased:
+        return False
+    not_sampled = getattr(sampler, "_remote_parent_not_sampled", None)
+    if (
+        not isinstance(not_sampled, StaticSampler)
+        or not_sampled.get_description() != "AlwaysOffSampler"
+    ):
+        return False
+    return real.id_generator
 
 
 def _fault(where: str, exc: BaseException) -> None:
@@ -73,6 +111,8 @@ class ServerTracer:
         self._capture_response = frozenset(settings.capture_response_headers)
         self._redact = redact
         self.response_propagation = settings.response_propagation
+        self.response_propagation_on = settings.response_propagation != "none"
+        self._fast_ids: Any = _unsampled_fast_path(self.tracer)
         self.wants_origin = (
             settings.may_propagate.same_origin or settings.may_send_baggage.same_origin
         )
@@ -106,8 +146,24 @@ class ServerTracer:
             if self.excluded is not None and self.excluded(path):
                 return ctx, None
             name, original = semconv.normalize_method(method)
+            parent = get_current_span(ctx).get_span_context()
+            if parent.is_remote and not parent.trace_flags.sampled and not extracted.conflicts:
+                fast_ids = self._fast_ids
+                if fast_ids is None:
+                    fast_ids = self._fast_ids = _unsampled_fast_path(self.tracer)
+                if fast_ids:
+                    fast = NonRecordingSpan(
+                        SpanContext(
+                            parent.trace_id,
+                            fast_ids.generate_span_id(),
+                            is_remote=False,
+                            trace_flags=TraceFlags(parent.trace_flags & _RANDOM_FLAG),
+                            trace_state=parent.trace_state,
+                        )
+                    )
+                    return set_span_in_context(fast, ctx), fast
             conflicts = extracted.conflicts
-            span = self.tracer.start_span(
+            span: Span = self.tracer.start_span(
                 name,
                 ctx,
                 kind=SpanKind.SERVER,
