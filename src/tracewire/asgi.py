@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -30,8 +32,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 def route_template(scope: Scope) -> str | None:
     """The matched route template, e.g. ``/items/{item_id}``, or ``None``.
 
-    Reads what Starlette's (and so FastAPI's) router leaves in the scope: ``scope["route"]`` and
-    the ``root_path`` consumed by ``Mount``s, so a mounted route names its full template.
+    Reads what Starlette's (and so FastAPI's) router leaves in the scope: ``scope["route"]``,
+    and for requests that went through ``Mount``s the templates of those mounts, so a route
+    under ``Mount("/users/{user_id}", ...)`` is named ``/users/{user_id}/posts/{post_id}``,
+    never after the raw path. ``None`` when no route matched or the mounts cannot be told.
     """
     route = scope.get("route")
     path = getattr(route, "path", None)
@@ -39,10 +43,75 @@ def route_template(scope: Scope) -> str | None:
         return None
     root = scope.get("root_path", "")
     app_root = scope.get("app_root_path", root)
-    prefix = root[len(app_root) :] if root.startswith(app_root) else ""
+    prefix = ""
+    if root != app_root:
+        if not root.startswith(app_root):
+            return None
+        found = _mount_prefix(scope, root[len(app_root) :])
+        if found is None:
+            return None
+        prefix = found
     if hasattr(route, "routes"):  # the matched route is a Mount: what it serves is below it
         return f"{prefix}/{{path}}"
     return prefix + path
+
+
+# (id of the top router, concrete mount prefix) -> (the router, weakly; its template). Only
+# parameter-free prefixes are kept, so the size is bounded by the app's static mounts.
+_PREFIXES: dict[tuple[int, str], tuple[weakref.ref[Any], str]] = {}
+_PREFIXES_MAX = 512
+_MAX_MOUNT_DEPTH = 16
+
+
+def _mount_prefix(scope: Scope, concrete: str) -> str | None:
+    """The template of the mount path ``concrete`` (``/users/42`` -> ``/users/{user_id}``)."""
+    router = scope.get("router")
+    if router is None:
+        return None
+    key = (id(router), concrete)
+    cached = _PREFIXES.get(key)
+    if cached is not None and cached[0]() is router:
+        return cached[1]
+    template = _walk_mounts(router, concrete, scope)
+    if template == concrete and len(_PREFIXES) < _PREFIXES_MAX:
+        # A router that cannot be weakly referenced is just not cached.
+        with contextlib.suppress(TypeError):
+            _PREFIXES[key] = (weakref.ref(router), template)
+    return template
+
+
+def _walk_mounts(router: Any, rest: str, scope: Scope) -> str | None:
+    # Re-trace the router's choice among mounts (first match wins, as in Starlette), using
+    # only the part of the path the mounts consumed.
+    template = ""
+    routes = getattr(router, "routes", None)
+    for _ in range(_MAX_MOUNT_DEPTH):
+        if not rest:
+            return template
+        if not routes:
+            return None
+        for candidate in routes:
+            sub = getattr(candidate, "routes", None)
+            if sub is None:
+                continue
+            regex = getattr(candidate, "path_regex", None)
+            if regex is None:  # a Host route: matched on the Host header, consumes no path
+                matches = getattr(candidate, "matches", None)
+                if matches is not None and matches(scope)[0].name == "FULL":
+                    routes = sub
+                    break
+                continue
+            match = regex.match(rest + "/")
+            if match is None:
+                continue
+            consumed = len(rest) - len(match.group("path"))
+            template += getattr(candidate, "path", "")
+            rest = rest[consumed:]
+            routes = sub
+            break
+        else:
+            return None
+    return None
 
 
 def _host_port(scope: Scope) -> tuple[str | None, int | None, str | None]:
@@ -102,20 +171,22 @@ def _origin(scope: Scope) -> Origin:
     return scope.get("scheme", "http"), (host or "").lower(), port
 
 
+def _name_after_route(tracer: ServerTracer, span: Span, scope: Scope, route_of: RouteOf) -> None:
+    if not span.is_recording():
+        return
+    try:
+        route = route_of(scope)
+    except Exception as exc:  # a user-supplied route function must not reach the app
+        _fault("route", exc)
+        return
+    if route is not None:
+        tracer.set_route(span, scope.get("method", "GET"), route)
+
+
 class _HttpResponse:
     """The per-request ``send`` wrapper: sees the status, ends the span with the last byte."""
 
-    __slots__ = (
-        "end_time",
-        "method",
-        "route_of",
-        "scope",
-        "send",
-        "span",
-        "status",
-        "tracer",
-        "trailers",
-    )
+    __slots__ = ("end_time", "route_of", "scope", "send", "span", "status", "tracer", "trailers")
 
     def __init__(
         self, tracer: ServerTracer, span: Span, scope: Scope, send: Send, route_of: RouteOf
@@ -125,7 +196,6 @@ class _HttpResponse:
         self.scope = scope
         self.send = send
         self.route_of = route_of
-        self.method: str = scope.get("method", "GET")
         self.status = 0
         self.trailers = False
         self.end_time: int | None = None
@@ -167,25 +237,19 @@ class _HttpResponse:
         if self.end_time is not None:
             return
         self.end_time = time.time_ns()
-        self._name()
+        _name_after_route(self.tracer, self.span, self.scope, self.route_of)
         if self.status < 500:
             # The response is done: work after it (background tasks) is outside the span.
             self.tracer.end(self.span)
         # A 5xx stays open until the app returns, so the exception that usually follows can be
         # recorded; its end time is still the moment the response finished.
 
-    def _name(self) -> None:
-        if self.span.is_recording():
-            route = self.route_of(self.scope)
-            if route is not None:
-                self.tracer.set_route(self.span, self.method, route)
-
     def finish(self, exc: BaseException | None) -> None:
         """The app returned or raised: end the span if the response did not already."""
         if self.end_time is not None and self.status < 500:
             return
         if self.end_time is None:
-            self._name()
+            _name_after_route(self.tracer, self.span, self.scope, self.route_of)
             if exc is not None and not self.status and self.span.is_recording():
                 # Servers answer 500 when the app fails before starting a response.
                 self.tracer.response_started(self.span, 500, ())
@@ -204,17 +268,26 @@ class _WebSocket:
         self.accepted = False
 
     async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "websocket.accept" and not self.accepted:
-            self.accepted = True
-            self.tracer.response_started(self.span, 101, message.get("headers", ()))
-        elif kind == "websocket.close" and not self.accepted:
-            self.accepted = True  # rejected before the handshake completed
-            self.tracer.response_started(self.span, 403, ())
-        elif kind == "websocket.http.response.start" and not self.accepted:
-            self.accepted = True
-            self.tracer.response_started(self.span, int(message.get("status", 403)), ())
+        if not self.accepted:
+            self._handshake(message)
         await self.send(message)
+
+    def _handshake(self, message: Message) -> None:
+        kind = message["type"]
+        try:
+            if kind == "websocket.accept":
+                self.accepted = True
+                self.tracer.response_started(self.span, 101, message.get("headers", ()))
+            elif kind == "websocket.close":
+                self.accepted = True  # rejected before the handshake completed
+                self.tracer.response_started(self.span, 403, ())
+            elif kind == "websocket.http.response.start":  # the denial response extension
+                self.accepted = True
+                self.tracer.response_started(
+                    self.span, int(message["status"]), message.get("headers", ())
+                )
+        except Exception as exc:
+            _fault("asgi-websocket", exc)
 
 
 class TracewireMiddleware:
@@ -281,12 +354,13 @@ class TracewireMiddleware:
                 await self.app(scope, receive, send)
                 return
             if kind == "websocket":
-                wrapped: Any = _WebSocket(tracer, span, send)
                 try:
-                    await self.app(scope, receive, wrapped)
+                    await self.app(scope, receive, _WebSocket(tracer, span, send))
                 except BaseException as exc:
+                    _name_after_route(tracer, span, scope, self.route_of)
                     tracer.end(span, exc)
                     raise
+                _name_after_route(tracer, span, scope, self.route_of)
                 tracer.end(span)
                 return
             response = _HttpResponse(tracer, span, scope, send, self.route_of)
