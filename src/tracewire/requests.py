@@ -1,0 +1,403 @@
+"""requests tracing: a tracing adapter around a session's adapters, per session or for all.
+
+One session (returns it; its adapters keep their configuration, retries included)::
+
+    session = instrument_session(requests.Session())
+
+Every session made afterwards, module-level ``requests.get`` & co. included (reversible)::
+
+    tracewire.requests.instrument()
+    ...
+    tracewire.requests.uninstrument()
+
+Each attempt is its own CLIENT span with freshly injected headers: each redirect hop (requests
+sends one adapter call per hop) and each retry that ``urllib3.Retry`` makes inside an
+``HTTPAdapter`` (seen at the connection pool, below the adapter). The span ends when the body
+has been read (``.content``, ``.json()``, ``iter_content``, ``iter_lines``) or the response is
+closed, so ``stream=True`` responses are timed to the end of the body.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
+
+import requests
+from opentelemetry.context import attach, create_key, detach, get_current, set_value
+from opentelemetry.trace import TracerProvider
+from requests.adapters import BaseAdapter, HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
+
+from tracewire.client import ClientCall, ClientTracer, _fault, protocol_version, split_url
+from tracewire.settings import Settings
+
+__all__ = [
+    "TracingAdapter",
+    "instrument",
+    "instrument_session",
+    "uninstrument",
+    "uninstrument_session",
+]
+
+# The exchange (one adapter call) in flight, for the connection pools below the adapter.
+_EXCHANGE_KEY = create_key("tracewire-requests-exchange")
+
+
+class _Exchange:
+    """One ``adapter.send``: its current attempt, and how often the pool was entered."""
+
+    __slots__ = ("call", "pool_calls")
+
+    def __init__(self, call: ClientCall) -> None:
+        self.call = call
+        self.pool_calls = 0
+
+    def pool_call(self, headers: Any, retries: Any) -> None:
+        """The connection pool is about to send; from the second time on, that is a retry."""
+        self.pool_calls += 1
+        if self.pool_calls == 1:
+            return  # the first attempt was started (and injected) by the adapter
+        try:
+            previous = self.call
+            keys = previous.injected
+            previous.cleanup()
+            # urllib3 sends a retry with its own copy of the headers, which still has ours.
+            for key in keys:
+                headers.pop(key, None)
+            history = getattr(retries, "history", None)
+            last = history[-1] if history else None
+            if last is not None and last.error is not None:
+                previous.end(last.error)
+            else:
+                if last is not None and last.status is not None:
+                    previous.respond(last.status, None, None, hook=False)
+                previous.end()
+            self.call = previous.next_attempt(headers)
+        except Exception as exc:
+            _fault("retry", exc)
+
+
+class _TracedPool(HTTPConnectionPool):
+    """A connection pool that reports each ``urlopen`` to the exchange in flight, if any.
+
+    urllib3 makes each retry by calling ``urlopen`` again on the same pool, so this is where
+    attempts can be told apart. Without a tracewire exchange in the context it is the plain
+    pool.
+    """
+
+    def urlopen(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Any = None,
+        retries: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        exchange = cast("_Exchange | None", get_current().get(_EXCHANGE_KEY))
+        if exchange is not None and headers is not None:
+            exchange.pool_call(headers, retries)
+        return super().urlopen(method, url, body, headers, retries, *args, **kwargs)
+
+
+_POOL_CLASSES: dict[type[Any], type[Any]] = {HTTPConnectionPool: _TracedPool}
+
+
+def _traced_pool_class(cls: type[Any]) -> type[Any]:
+    if issubclass(cls, _TracedPool) or not issubclass(cls, HTTPConnectionPool):
+        return cls
+    traced = _POOL_CLASSES.get(cls)
+    if traced is None:
+        traced = type(f"Traced{cls.__name__}", (_TracedPool, cls), {})
+        _POOL_CLASSES[cls] = traced
+    return traced
+
+
+def _trace_pools(manager: Any) -> dict[str, type[Any]] | None:
+    """Make ``manager`` (a urllib3 PoolManager) build traced pools; the old classes, or None."""
+    classes = getattr(manager, "pool_classes_by_scheme", None)
+    if not isinstance(classes, dict):
+        return None
+    traced = {scheme: _traced_pool_class(cls) for scheme, cls in classes.items()}
+    if traced == classes:
+        return None
+    manager.pool_classes_by_scheme = traced
+    manager.clear()  # pools built before would keep sending untraced retries
+    return classes
+
+
+class _TracedResponse(requests.Response):
+    """A ``requests.Response`` whose span ends with its body (read to the end, or closed)."""
+
+    _tracewire_call: ClientCall | None = None
+
+    def iter_content(
+        self, chunk_size: int | None = 1, decode_unicode: bool = False
+    ) -> Iterator[Any]:
+        chunks = super().iter_content(chunk_size, decode_unicode)
+        call = self._tracewire_call
+        if call is None or call.ended:
+            return chunks
+        return _ending(chunks, call)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            call = self._tracewire_call
+            if call is not None:
+                call.end()
+
+
+def _ending(chunks: Iterator[Any], call: ClientCall) -> Iterator[Any]:
+    try:
+        yield from chunks
+    except GeneratorExit:  # the reader stopped early; close() ends the span
+        raise
+    except BaseException as exc:
+        call.end(exc)
+        raise
+    call.end()
+
+
+def _bind(response: requests.Response, call: ClientCall) -> requests.Response:
+    """End ``call`` with the body of ``response``, or now if the body cannot be followed."""
+    if call.span is not None and type(response) is requests.Response:
+        try:
+            response.__class__ = _TracedResponse
+            cast(_TracedResponse, response)._tracewire_call = call
+            return response
+        except Exception as exc:
+            _fault("response-body", exc)
+    call.end()
+    return response
+
+
+class TracingAdapter(BaseAdapter):
+    """Wraps a requests transport adapter so every attempt through it is traced.
+
+    Usage (what :func:`instrument_session` does for each mounted adapter)::
+
+        session.mount("https://", TracingAdapter(HTTPAdapter(max_retries=Retry(3))))
+
+    Parameters:
+        adapter: the adapter that sends the requests; ``None`` means a new ``HTTPAdapter()``.
+            Its configuration is kept. For an ``HTTPAdapter`` the pools of its pool manager
+            are made to report retries (one span per attempt); any other adapter gets one
+            span per call.
+        settings: a :class:`~tracewire.Settings`; ``None`` means ``Settings.from_env()``.
+        tracer_provider: where spans go; ``None`` means the global provider.
+        tracer: a :class:`~tracewire.client.ClientTracer` to share between adapters.
+
+    Attributes the wrapped adapter has (``max_retries``, ``poolmanager``, ...) are readable
+    through this one.
+    """
+
+    def __init__(
+        self,
+        adapter: BaseAdapter | None = None,
+        settings: Settings | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        tracer: ClientTracer | None = None,
+    ) -> None:
+        super().__init__()
+        if adapter is None:
+            adapter = HTTPAdapter()
+        elif not isinstance(adapter, BaseAdapter):
+            raise TypeError(f"adapter must be a requests BaseAdapter, got {type(adapter).__name__}")
+        if tracer is None:
+            tracer = ClientTracer(settings, tracer_provider)
+        elif not isinstance(tracer, ClientTracer):
+            raise TypeError(f"tracer must be a ClientTracer, got {type(tracer).__name__}")
+        self.adapter = adapter
+        self.tracer = tracer
+        # pool manager -> the pool classes it had, for unwrap()
+        self._managers: list[tuple[Any, dict[str, type[Any]]]] = []
+        self._trace_managers()
+
+    def _trace_managers(self) -> None:
+        managers = [getattr(self.adapter, "poolmanager", None)]
+        proxies = getattr(self.adapter, "proxy_manager", None)
+        if isinstance(proxies, Mapping):
+            managers.extend(proxies.values())
+        known = {id(m) for m, _ in self._managers}
+        for manager in managers:
+            if manager is not None and id(manager) not in known:
+                original = _trace_pools(manager)
+                if original is not None:
+                    self._managers.append((manager, original))
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
+        call = self._start(request)
+        if call is None:
+            return self.adapter.send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
+        exchange = _Exchange(call)
+        token = attach(set_value(_EXCHANGE_KEY, exchange, call.context))
+        try:
+            response = self.adapter.send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
+        except BaseException as exc:
+            exchange.call.end(exc)
+            raise
+        finally:
+            detach(token)
+            call.cleanup()
+            exchange.call.cleanup()
+            if exchange.pool_calls == 0:
+                # A pool built untraced (e.g. a proxy manager made on first use): trace it now
+                # so that this adapter's next requests through it show their retries.
+                self._trace_managers()
+        final = exchange.call
+        version = (
+            protocol_version(getattr(response.raw, "version", None)) if final.recording else None
+        )
+        final.respond(response.status_code, version, response)
+        return _bind(response, final)
+
+    def _start(self, request: requests.PreparedRequest) -> ClientCall | None:
+        url = request.url or ""
+        try:
+            scheme, host, port = split_url(url)
+        except Exception as exc:
+            _fault("url", exc)
+            return None
+        return self.tracer.start(
+            request.method or "", scheme, host, port, url, request.headers, request
+        )
+
+    def close(self) -> None:
+        self.adapter.close()
+
+    def unwrap(self) -> BaseAdapter:
+        """The wrapped adapter, with its pool managers' own pool classes put back."""
+        for manager, original in self._managers:
+            try:
+                manager.pool_classes_by_scheme = original
+                manager.clear()
+            except Exception as exc:
+                _fault("unwrap", exc)
+        self._managers = []
+        return self.adapter
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this class lacks; "adapter" itself must not recurse.
+        if name == "adapter" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.adapter, name)
+
+    def __repr__(self) -> str:
+        return f"TracingAdapter({self.adapter!r})"
+
+
+# ------------------------------------------------------------------------------- sessions
+def instrument_session(
+    session: requests.Session,
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    tracer: ClientTracer | None = None,
+) -> requests.Session:
+    """Trace one ``requests.Session``; returns the same session.
+
+    Every adapter mounted on it now (by default those for ``http://`` and ``https://``) is
+    wrapped in a :class:`TracingAdapter`; adapters mounted later are not. Calling it again on
+    the same session does nothing.
+    """
+    if not isinstance(session, requests.Session):
+        raise TypeError(f"session must be a requests.Session, got {type(session).__name__}")
+    if tracer is None:
+        tracer = ClientTracer(settings, tracer_provider)
+    adapters = session.adapters
+    for prefix, adapter in list(adapters.items()):
+        if not isinstance(adapter, TracingAdapter):
+            # Same key, same position: the prefix order requests relies on is unchanged.
+            adapters[prefix] = TracingAdapter(adapter, tracer=tracer)
+    return session
+
+
+def uninstrument_session(session: requests.Session) -> requests.Session:
+    """Undo :func:`instrument_session`: the session's own adapters are put back."""
+    adapters = session.adapters
+    for prefix, adapter in list(adapters.items()):
+        inner: BaseAdapter = adapter
+        while isinstance(inner, TracingAdapter):
+            inner = inner.unwrap()
+        adapters[prefix] = inner
+    return session
+
+
+# ---------------------------------------------------------------------------- global switch
+class _Switch:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tracer: ClientTracer | None = None
+        self.original: Callable[..., None] | None = None
+
+
+_switch = _Switch()
+
+
+def _traced_init(original: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(original)
+    def __init__(self: requests.Session, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        tracer = _switch.tracer
+        if tracer is not None:
+            try:
+                instrument_session(self, tracer=tracer)
+            except Exception as exc:  # a session must be usable even if wrapping failed
+                _fault("instrument", exc)
+
+    __init__.__tracewire_original__ = original  # type: ignore[attr-defined]
+    return __init__
+
+
+def instrument(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> None:
+    """Trace every ``requests.Session`` created from now on, and so ``requests.get`` & co.
+
+    Idempotent: calling it again only replaces the settings and provider used for sessions
+    created afterwards. Sessions made before are not touched (use :func:`instrument_session`).
+    """
+    tracer = ClientTracer(settings, tracer_provider)
+    with _switch.lock:
+        _switch.tracer = tracer
+        if _switch.original is None:
+            original = requests.Session.__init__
+            _switch.original = original
+            requests.Session.__init__ = _traced_init(original)  # type: ignore[method-assign]
+
+
+def uninstrument() -> None:
+    """Stop tracing sessions created from now on; sessions already traced stay traced."""
+    with _switch.lock:
+        _switch.tracer = None
+        original = _switch.original
+        if original is None:
+            return
+        ours = getattr(requests.Session.__dict__.get("__init__"), "__tracewire_original__", None)
+        # Someone wrapped __init__ after us: leave theirs; ours is inert without a tracer.
+        if ours is _switch.original:
+            requests.Session.__init__ = original  # type: ignore[method-assign]
+            _switch.original = None
+
+
+def is_instrumented() -> bool:
+    """Whether the global switch is on."""
+    return _switch.tracer is not None
