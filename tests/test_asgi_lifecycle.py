@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
@@ -23,6 +22,8 @@ from tests.support.asgi_apps import (
     Probe,
     Service,
     SpanSink,
+    fetch,
+    http_client,
     new_ids,
     running_service,
     serve,
@@ -188,7 +189,7 @@ def test_large_body_after_traced_request_on_same_connection_starts_clean(
         TracewireMiddleware(APPS[kind](probe), Settings(), tracer_provider=sink.provider), probe
     )
     body = b"x" * (4 * 1024 * 1024)
-    with serve(app, server) as running, httpx.Client(base_url=running.url, timeout=10) as client:
+    with serve(app, server) as running, http_client(base_url=running.url) as client:
         # A large body makes the server pause reading; the first request's task resumes it,
         # which under uvicorn hands that task's context to the connection's next request.
         trace_id, parent_id = new_ids()
@@ -277,7 +278,7 @@ def test_lifespan_passes_through_untouched(server: str) -> None:
     app = Recorder(TracewireMiddleware(inner, tracer_provider=sink.provider), probe, "outer")
     config = {"lifespan": "on"} if server == "uvicorn" else {}
     with serve(app, server, **config) as running:
-        assert httpx.get(running.url + "/items/1", timeout=5).status_code == 200
+        assert fetch(running.url + "/items/1", timeout=5).status_code == 200
         outer, inner_seen = wait_for(lambda: probe.get("outer")), probe.get("inner")
     assert inner_seen is not None
     for a, b in zip(outer[:3], inner_seen[:3], strict=True):
@@ -303,7 +304,7 @@ def test_nested_middlewares_make_one_span(server: str) -> None:
     )
     trace_id, parent_id = new_ids()
     with serve(outer, server) as running:
-        response = httpx.get(
+        response = fetch(
             running.url + "/sub/items/5",
             headers={"traceparent": traceparent(trace_id, parent_id)},
             timeout=5,
@@ -311,7 +312,7 @@ def test_nested_middlewares_make_one_span(server: str) -> None:
         assert response.status_code == 200
         span = sink.of_trace(trace_id)
         # Give a would-be second span every chance to land before counting.
-        assert httpx.get(running.url + "/sub/items/6", timeout=5).status_code == 200
+        assert fetch(running.url + "/sub/items/6", timeout=5).status_code == 200
         sink.wait_count(2)
     assert len(sink.server_spans()) == 2  # one per request, none nested
     assert span.name == "GET /sub/items/{item_id}"
@@ -330,7 +331,7 @@ def test_asgi2_app_is_adapted(server: str) -> None:
 
         async def __call__(self, receive: Any, send: Any) -> None:
             if self.scope["type"] == "lifespan":
-                while (message := await receive())["type"] != "lifespan.shutdown":
+                while (await receive())["type"] != "lifespan.shutdown":
                     await send({"type": "lifespan.startup.complete"})
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -342,7 +343,7 @@ def test_asgi2_app_is_adapted(server: str) -> None:
     app = TracewireMiddleware(Asgi2App, tracer_provider=sink.provider)
     trace_id, parent_id = new_ids()
     with serve(app, server) as running:
-        response = httpx.get(
+        response = fetch(
             running.url + "/", headers={"traceparent": traceparent(trace_id, parent_id)}
         )
     assert response.text == trace_id

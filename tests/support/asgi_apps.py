@@ -130,7 +130,7 @@ def starlette_app(probe: Probe, middleware: Any = (), **app_kwargs: Any) -> Any:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
     from starlette.routing import Route, WebSocketRoute
-    from starlette.websockets import WebSocket, WebSocketDisconnect
+    from starlette.websockets import WebSocketDisconnect
 
     async def item(request: Request) -> JSONResponse:
         return JSONResponse({**seen(), "item_id": request.path_params["item_id"]})
@@ -357,6 +357,21 @@ APPS = {"starlette": starlette_app, "fastapi": fastapi_app, "raw": raw_app}
 
 
 # ------------------------------------------------------------------------------ test helpers
+def http_client(**kwargs: Any) -> Any:
+    """An httpx client for the plain-HTTP test servers. ``verify=False`` skips loading the CA
+    bundle, which costs a quarter of a second per client and checks nothing over plain HTTP."""
+    import httpx
+
+    kwargs.setdefault("timeout", 10)
+    return httpx.Client(verify=False, **kwargs)
+
+
+def fetch(url: str, **kwargs: Any) -> Any:
+    """One GET on a connection of its own."""
+    with http_client() as client:
+        return client.get(url, **kwargs)
+
+
 class SpanSink:
     """An SDK provider whose finished spans land in memory (shareable across a module)."""
 
@@ -428,14 +443,12 @@ class Service:
     """One app behind ``TracewireMiddleware`` on a running server, with its sink and probe."""
 
     def __init__(self, kind: str, server: str, url: str, sink: SpanSink, probe: Probe) -> None:
-        import httpx
-
         self.kind = kind
         self.server = server
         self.url = url
         self.sink = sink
         self.probe = probe
-        self.client = httpx.Client(base_url=url, timeout=10)
+        self.client = http_client(base_url=url)
 
     def get(self, path: str, headers: Any = None) -> Any:
         return self.client.get(path, headers=headers)
@@ -443,9 +456,7 @@ class Service:
     def get_once(self, path: str, headers: Any = None) -> Any:
         """On a connection of its own: servers close the connection of a request whose app
         raised, and a pooled client could pick that dying connection for its next request."""
-        import httpx
-
-        return httpx.get(self.url + path, headers=headers, timeout=10)
+        return fetch(self.url + path, headers=headers)
 
     def fresh(self, expected: int = 0) -> Service:
         self.sink.clear()
