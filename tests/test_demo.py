@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tracewire.demo import main
-from tracewire.demo.receiver import ReceivedSpan
+from tracewire.demo.receiver import OTLPReceiver, ReceivedSpan
 from tracewire.demo.tree import render
 from tracewire.demo.verify import Hop, all_arrived, check, expected_chain, missing
 
@@ -172,7 +172,8 @@ def test_check_without_entry_span():
 
 def test_arrival_counts_each_hop():
     chain = expected_chain(3)
-    assert missing(seed_spans(2), chain) == [Hop("my-downstream", "CLIENT"), Hop("my-third", "SERVER")]
+    lacking = [Hop("my-downstream", "CLIENT"), Hop("my-third", "SERVER")]
+    assert missing(seed_spans(2), chain) == lacking
     assert all_arrived(seed_spans(3), chain)
     assert not all_arrived([], chain)
     with pytest.raises(ValueError, match="hops"):
@@ -216,3 +217,247 @@ def test_bad_otlp_variable_is_named(capsys, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
     assert main([]) == 2
     assert "OTEL_EXPORTER_OTLP_ENDPOINT 'collector:4318/v1/traces'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ real runs, as a user does
+
+SCRIPT = Path(sys.executable).with_name("tracewire")
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "tracewire"]
+RUN_TIMEOUT = 120
+TREE_LINE = re.compile(
+    r"^(?P<indent>(?:[│ ]  )*(?:[├└]─ )?)(?P<name>\S.*?)\s{2,}(?P<service>my-[a-z]+)\s{2,}"
+    r"(?P<kind>SERVER|CLIENT|INTERNAL)\s+(?P<ms>\d+\.\d) ms\s{2}(?P<bar>[█·]+)$"
+)
+
+
+def demo_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "TRACEWIRE_", "TWDEMO_", "PYTEST_"))
+    }
+    env["PYTHONIOENCODING"] = "utf-8"  # the tree's box characters, whatever the locale
+    env.update(extra)
+    return env
+
+
+def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, "demo", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env or demo_env(),
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+
+def tree_rows(stdout: str) -> list[tuple[int, str, str, str]]:
+    """``(depth, span name, service, kind)`` for each line of the printed tree."""
+    rows = []
+    for line in stdout.splitlines():
+        match = TREE_LINE.match(line)
+        if match:
+            depth = len(match["indent"]) // 3
+            rows.append((depth, match["name"], match["service"], match["kind"]))
+    return rows
+
+
+def printed_trace_id(stdout: str) -> str:
+    match = re.search(r"^trace id: ([0-9a-f]{32})$", stdout, re.MULTILINE)
+    assert match, stdout
+    header = re.search(r"^trace ([0-9a-f]{32}) · ", stdout, re.MULTILINE)
+    assert header and header[1] == match[1], stdout
+    return match[1]
+
+
+TWO_HOPS = [
+    (0, "GET /process", "my-server", "SERVER"),
+    (1, "GET", "my-server", "CLIENT"),
+    (2, "GET /downstream", "my-downstream", "SERVER"),
+]
+THREE_HOPS = [
+    *TWO_HOPS,
+    (3, "GET", "my-downstream", "CLIENT"),
+    (4, "GET /third", "my-third", "SERVER"),
+]
+
+
+def test_demo_prints_one_trace_across_two_services():
+    result = run_demo()
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert tree_rows(out) == TWO_HOPS
+    printed_trace_id(out)
+    assert " · 3 spans · " in out
+    assert "OK: one trace, my-server SERVER -> my-server CLIENT -> my-downstream SERVER" in out
+    assert "Starlette on uvicorn" in out
+    assert "warm-up request sent" in out
+
+
+def test_demo_with_b3multi_shows_the_b3_headers_on_the_wire():
+    result = run_demo("--propagators", "b3multi", "--show-headers")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert tree_rows(out) == TWO_HOPS
+    trace_id = printed_trace_id(out)
+    assert "propagators: b3multi" in out
+    received = out.split("trace headers each service received:")[1]
+    assert f"x-b3-traceid: {trace_id}" in received
+    assert "x-b3-sampled: 1" in received
+    assert "traceparent" not in received
+    assert "my-server      (none: the demo sent no trace headers" in received
+
+
+def test_demo_continues_an_incoming_traceparent():
+    header = f"traceparent: 00-{TRACE}-00f067aa0ba902b7-01"
+    result = run_demo("--header", header, "--show-headers")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert printed_trace_id(out) == TRACE
+    assert "continues remote parent 00f067aa0ba902b7" in out
+    assert f"my-server      traceparent: 00-{TRACE}-00f067aa0ba902b7-01" in out
+    assert "OK: one trace continuing the incoming header" in out
+
+
+@pytest.mark.slow
+def test_demo_with_three_hops():
+    result = run_demo("--hops", "3", "--show-headers")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tree_rows(result.stdout) == THREE_HOPS
+    trace_id = printed_trace_id(result.stdout)
+    assert f"my-third       traceparent: 00-{trace_id}-" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_continues_a_b3_header_through_three_hops():
+    result = run_demo(
+        "--hops", "3", "--propagators", "b3", "--header", "b3: 80f198ee56343ba8-e457b5a2e4d86bd1-1"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tree_rows(result.stdout) == THREE_HOPS
+    assert printed_trace_id(result.stdout) == "0" * 16 + "80f198ee56343ba8"
+    assert "continues remote parent e457b5a2e4d86bd1" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_exports_to_a_second_collector_too():
+    with OTLPReceiver() as collector:
+        result = run_demo("--otlp-endpoint", collector.endpoint)
+        assert result.returncode == 0, result.stdout + result.stderr
+        trace_id = printed_trace_id(result.stdout)
+        spans = collector.wait_for_spans(3, trace_id=trace_id, timeout=15)
+    assert {(s.service, s.kind) for s in spans} == {
+        ("my-server", "SERVER"),
+        ("my-server", "CLIENT"),
+        ("my-downstream", "SERVER"),
+    }
+    assert f"spans -> also {collector.endpoint}" in result.stdout
+
+
+def write_sitecustomize(directory: Path, body: str) -> dict[str, str]:
+    """Environment whose Python processes run ``body`` at start-up (only where it says so)."""
+    (directory / "sitecustomize.py").write_text(body)
+    path = os.pathsep.join(p for p in (str(directory), os.environ.get("PYTHONPATH", "")) if p)
+    return demo_env(PYTHONPATH=path)
+
+
+def test_a_service_that_fails_to_start_is_reported_with_its_log(tmp_path):
+    env = write_sitecustomize(
+        tmp_path,
+        "import os, sys\n"
+        "if any('gunicorn' in a for a in sys.orig_argv):\n"
+        "    sys.stderr.write('downstream refuses to start (test)\\n')\n"
+        "    sys.stderr.flush()\n"
+        "    os._exit(3)\n",
+    )
+    result = run_demo(env=env)
+    assert result.returncode == 1
+    assert "tracewire demo: my-downstream exited with code 3 while starting" in result.stderr
+    assert "downstream refuses to start (test)" in result.stderr
+    server_port = re.search(r"my-server .* http://127\.0\.0\.1:(\d+)", result.stdout)
+    assert server_port
+    assert not _port_open(int(server_port[1]))
+
+
+def test_a_start_timeout_is_bounded_and_reported():
+    started = time.monotonic()
+    result = run_demo("--timeout", "0.05")
+    assert result.returncode == 1
+    assert "did not answer within 0.05s" in result.stderr
+    assert time.monotonic() - started < 60
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+@pytest.mark.parametrize(
+    ("signum", "code", "word"),
+    [
+        (signal.SIGINT, 130, "interrupted"),
+        pytest.param(signal.SIGTERM, 143, "terminated", marks=pytest.mark.slow),
+    ],
+)
+def test_interrupting_the_demo_stops_every_service(tmp_path, signum, code, word):
+    marker = f"TWDEMO_TEST_MARKER_{uuid.uuid4().hex}"
+    env = write_sitecustomize(
+        tmp_path,
+        # my-downstream hangs at start-up, so the demo is still running when interrupted
+        "import sys, time\nif any('gunicorn' in a for a in sys.orig_argv):\n    time.sleep(120)\n",
+    )
+    env[marker] = "1"
+    demo = subprocess.Popen(
+        [*COMMAND, "demo", "--timeout", "90"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        env=env,
+    )
+    try:
+        server_port = None
+        deadline = time.monotonic() + 60
+        while server_port is None and time.monotonic() < deadline:
+            line = demo.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            match = re.search(r"my-server .* http://127\.0\.0\.1:(\d+)", line)
+            if match:
+                server_port = int(match[1])
+        assert server_port is not None, "the demo did not announce my-server"
+        while not _port_open(server_port):
+            assert time.monotonic() < deadline, "my-server did not come up"
+            time.sleep(0.05)
+        children = [p for p in _processes_with(marker) if p != demo.pid]
+        assert len(children) >= 2  # my-server and my-downstream (gunicorn) at least
+        demo.send_signal(signum)
+        _, err = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(timeout=30)
+    assert demo.returncode == code, err
+    assert f"tracewire demo: {word}; every service was stopped" in err
+    assert _processes_with(marker) == []
+    assert not _port_open(server_port)

@@ -163,13 +163,15 @@ def create_downstream() -> Any:
     import requests
     from flask import jsonify, request
 
-    from tracewire.requests import instrument_session
-
     configure_tracing("my-downstream")
     settings = demo_settings()
     names = trace_header_names(settings)
     third_url = os.environ.get(ENV_THIRD_URL, "").strip()
-    session = instrument_session(requests.Session(), settings=settings) if third_url else None
+    session: requests.Session | None = None
+    if third_url:
+        from tracewire.requests import instrument_session
+
+        session = instrument_session(requests.Session(), settings=settings)
     app = _flask_app("my-downstream", settings)
 
     @app.get("/downstream")
