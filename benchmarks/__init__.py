@@ -1,0 +1,4 @@
+"""tracewire's benchmarks: overhead per request against a bare app and OpenTelemetry contrib.
+
+Not shipped with the package; run from the repository root (see docs/performance.md).
+"""
