@@ -6,10 +6,32 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from tracewire.settings import Settings
-from tracewire.wsgi import ROUTE_KEY, TracewireWSGIMiddleware
+from tracewire.server import _fault
+from tracewire.settings import PREFIX, Settings
+from tracewire.wsgi import EXCEPTION_KEY, ROUTE_KEY, TracewireWSGIMiddleware
+
+__all__ = ["EXTENSION_KEY", "Tracewire", "settings_from_config"]
 
 EXTENSION_KEY = "tracewire"
+
+
+def settings_from_config(config: Any, base: Settings | None = None) -> Settings:
+    """``Settings`` from the ``TRACEWIRE_*`` keys of a Flask ``app.config`` over ``base``
+    (default ``Settings.from_env()``).
+
+    Values may be strings (parsed as in the environment) or Python values (lists, callables,
+    compiled patterns). A bad value or an unknown ``TRACEWIRE_*`` key raises ``ValueError``
+    (``TypeError`` for a value of the wrong type) naming the key.
+    """
+    known = {PREFIX + f.name.upper() for f in Settings.env_fields()}
+    unknown = sorted(k for k in config if isinstance(k, str) and k.startswith(PREFIX))
+    unknown = [k for k in unknown if k not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown tracewire setting {', '.join(unknown)} in app.config; "
+            f"valid keys: {', '.join(sorted(known))}"
+        )
+    return Settings.from_mapping(config, base=Settings.from_env() if base is None else base)
 
 
 class Tracewire:
@@ -26,8 +48,10 @@ class Tracewire:
 
     Settings come from ``app.config`` keys ``TRACEWIRE_*`` (e.g.
     ``app.config["TRACEWIRE_PROPAGATORS"] = "b3multi,tracecontext"``) over the environment
-    (``Settings.from_env()``), unless ``settings`` is given. Spans are named after
-    ``request.url_rule`` (``GET /items/<int:item_id>``).
+    (``Settings.from_env()``), unless ``settings`` is given; they are read once, in
+    ``init_app``, where a bad value raises ``ValueError`` naming its key. Spans are named after
+    ``request.url_rule`` (``GET /items/<int:item_id>``), and an exception that Flask turns into
+    its 500 response is recorded on the span (``error.type`` is its class name).
 
     Args:
         app: the Flask app (optional; see ``init_app``).
@@ -51,20 +75,37 @@ class Tracewire:
 
     def init_app(self, app: Any) -> None:
         """Wrap ``app.wsgi_app`` and remember each request's URL rule. Bad settings raise here."""
+        from flask import got_request_exception
+
         if EXTENSION_KEY in app.extensions:
             return  # already set up: a second middleware would add nothing
-        settings = self.settings or Settings.from_mapping(app.config, base=Settings.from_env())
+        settings = self.settings or settings_from_config(app.config)
         app.wsgi_app = TracewireWSGIMiddleware(
             app.wsgi_app, settings, tracer_provider=self.tracer_provider
         )
         # First in line, so an earlier before_request that answers early still names the span.
         app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)
+        got_request_exception.connect(_remember_exception, app, weak=False)
         app.extensions[EXTENSION_KEY] = settings
 
 
 def _remember_route() -> None:
     from flask import request
 
-    rule = request.url_rule
-    if rule is not None:
-        request.environ[ROUTE_KEY] = rule.rule
+    try:
+        rule = request.url_rule
+        if rule is not None:
+            # A Flask app mounted under a prefix (SCRIPT_NAME) serves its rules below it.
+            request.environ[ROUTE_KEY] = request.root_path + rule.rule
+    except Exception as exc:
+        _fault("flask-route", exc)
+
+
+def _remember_exception(sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
+    from flask import request
+
+    try:
+        if exception is not None:
+            request.environ[EXCEPTION_KEY] = exception
+    except Exception as exc:
+        _fault("flask-exception", exc)

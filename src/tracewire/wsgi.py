@@ -15,14 +15,27 @@ from tracewire.matching import Origin
 from tracewire.server import SPAN_KEY, Attributes, ServerTracer, _fault
 from tracewire.settings import Settings
 
+__all__ = [
+    "EXCEPTION_KEY",
+    "ROUTE_KEY",
+    "SPAN_KEY",
+    "TracewireWSGIMiddleware",
+    "request_path",
+    "route_from_environ",
+]
+
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]  # noqa: UP045
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 RouteOf = Callable[[Environ], "str | None"]
 
-# Where a framework integration (e.g. ``tracewire.flask``) leaves the matched route template.
+# Where a framework integration (``tracewire.flask``, or a few lines of Django or Falcon
+# middleware) leaves the matched route template, e.g. ``/items/<int:item_id>``.
 ROUTE_KEY = "tracewire.route"
+# Where an integration leaves an exception its framework turned into a 500 response itself
+# (Flask's error handling does), so the span still records it and names its type.
+EXCEPTION_KEY = "tracewire.exception"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -66,8 +79,10 @@ def _host_port(environ: Environ) -> tuple[str, int | None]:
 
 
 def _attributes(environ: Environ) -> Attributes:
+    # The request target as received (gunicorn: RAW_URI, werkzeug: REQUEST_URI) keeps the
+    # client's percent-encoding; an absolute-form target (proxy requests) is not a path.
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    path = raw.partition("?")[0] if raw else request_path(environ)
+    path = raw.partition("?")[0] if raw and raw[0] == "/" else request_path(environ)
     protocol = environ.get("SERVER_PROTOCOL", "")
     attributes: Attributes = {
         semconv.URL_PATH: path,
@@ -101,99 +116,122 @@ def _origin(environ: Environ) -> Origin:
 
 
 class _Request:
-    """Per-request state: the span, the context, and how the response went."""
+    """Per-request state. Calling it is the ``start_response`` the app gets."""
 
-    __slots__ = ("context", "ended", "environ", "method", "route_of", "span", "status", "tracer")
+    __slots__ = ("ended", "environ", "route_of", "span", "start_response", "status", "tracer")
 
     def __init__(
         self,
         tracer: ServerTracer,
         span: Span,
-        context: Context,
         environ: Environ,
+        start_response: StartResponse,
         route_of: RouteOf,
     ) -> None:
         self.tracer = tracer
         self.span = span
-        self.context = context
         self.environ = environ
+        self.start_response = start_response
         self.route_of = route_of
-        self.method: str = environ.get("REQUEST_METHOD", "GET")
         self.status = 0
         self.ended = False
 
-    def start_response(self, start_response: StartResponse) -> StartResponse:
-        def traced_start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            try:
-                code = int(status[:3])
-                self.status = code
-                self.tracer.response_started(self.span, code, headers)
-                extra = self.tracer.propagation_headers(self.span)
-                if extra:
-                    headers = [*headers, *extra]
-            except Exception as exc:
-                _fault("wsgi-response", exc)
-            if exc_info is not None:
-                return start_response(status, headers, exc_info)
-            return start_response(status, headers)
-
-        return traced_start_response
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        try:
+            code = int(status[:3])
+            self.status = code
+            self.tracer.response_started(self.span, code, headers)
+            extra = self.tracer.propagation_headers(self.span)
+            if extra:
+                headers = [*headers, *extra]
+        except Exception as exc:
+            _fault("wsgi-response", exc)
+        if exc_info is not None:
+            return self.start_response(status, headers, exc_info)
+        return self.start_response(status, headers)
 
     def end(self, exc: BaseException | None = None) -> None:
         if self.ended:
             return
         self.ended = True
-        if self.span.is_recording():
-            route = self.route_of(self.environ)
-            if route is not None:
-                self.tracer.set_route(self.span, self.method, route)
-            if exc is not None and not self.status:
-                self.tracer.response_started(self.span, 500, ())
-        self.tracer.end(self.span, exc)
+        span = self.span
+        if span.is_recording():
+            try:
+                route = self.route_of(self.environ)
+                if route is not None:
+                    self.tracer.set_route(span, self.environ.get("REQUEST_METHOD", "GET"), route)
+                if exc is None:
+                    handled = self.environ.get(EXCEPTION_KEY)
+                    if isinstance(handled, BaseException):
+                        exc = handled
+                if exc is not None and not self.status:
+                    # The server answers 500 when the app fails before starting a response.
+                    self.tracer.response_started(span, 500, ())
+            except Exception as fault:
+                _fault("wsgi-end", fault)
+        self.tracer.end(span, exc)
 
 
-class _TracedBody:
+class _Body:
     """Wraps the response iterable: the request's context is current while the body is
     produced, and the span ends when the server calls ``close()`` (PEP 3333)."""
 
-    __slots__ = ("_iterator", "_result", "_state")
+    __slots__ = ("_context", "_iterator", "_result", "_state")
 
-    def __init__(self, result: Iterable[bytes], state: _Request) -> None:
+    def __init__(self, result: Iterable[bytes], context: Context, state: _Request | None) -> None:
         self._result = result
-        self._state = state
+        self._context = context
+        self._state = state  # None for an excluded path: context only, no span
         self._iterator: Iterator[bytes] | None = None
 
-    def __iter__(self) -> _TracedBody:
+    def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        if self._iterator is None:
-            self._iterator = iter(self._result)
-        token = attach(self._state.context)
+        token = attach(self._context)
         try:
+            if self._iterator is None:
+                self._iterator = iter(self._result)
             return next(self._iterator)
         except StopIteration:
             raise
         except BaseException as exc:
-            self._state.end(exc)
+            if self._state is not None:
+                self._state.end(exc)
             raise
         finally:
             detach(token)
 
     def close(self) -> None:
-        token = attach(self._state.context)
+        token = attach(self._context)
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
                 close()
         except BaseException as exc:
-            self._state.end(exc)
+            if self._state is not None:
+                self._state.end(exc)
             raise
         finally:
             detach(token)
-            self._state.end()
+            if self._state is not None:
+                self._state.end()
+
+
+class _ListBody(_Body):
+    """A body that is already produced (a list or tuple): no app code runs while it is sent,
+    so the server gets the plain list iterator, and its length (servers set Content-Length
+    from a one-item body)."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._result)
+
+    def __len__(self) -> int:
+        return len(self._result)  # type: ignore[arg-type]
 
 
 def _hook_close(result: Any, state: _Request) -> bool:
@@ -213,9 +251,26 @@ def _hook_close(result: Any, state: _Request) -> bool:
 
     try:
         result.close = close
-    except (AttributeError, TypeError):
+    except Exception:  # __slots__, a read-only property: fall back to wrapping
         return False
     return True
+
+
+def _body(
+    result: Iterable[bytes], context: Context, state: _Request | None, environ: Environ
+) -> Iterable[bytes]:
+    kind = type(result)
+    if kind is list or kind is tuple:
+        return result if state is None else _ListBody(result, context, state)
+    file_wrapper = environ.get("wsgi.file_wrapper")
+    if (
+        file_wrapper is not None
+        and isinstance(file_wrapper, type)
+        and isinstance(result, file_wrapper)
+        and (state is None or _hook_close(result, state))
+    ):
+        return result
+    return _Body(result, context, state)
 
 
 class TracewireWSGIMiddleware:
@@ -229,15 +284,18 @@ class TracewireWSGIMiddleware:
     It extracts the incoming trace context from the request headers alone, starts one SERVER
     span in it, makes it current for the app's code (also while a streamed body is produced)
     and ends it when the server closes the response iterable, so streaming responses are fully
-    inside the span. ``wsgi.file_wrapper`` responses keep the server's ``sendfile`` fast path.
-    A request already traced by an outer ``TracewireWSGIMiddleware`` passes through.
+    inside the span. ``wsgi.file_wrapper`` responses are returned as they are, so the server's
+    ``sendfile`` fast path still applies. A request already traced by an outer
+    ``TracewireWSGIMiddleware`` passes through; an excluded path gets the incoming context but
+    no span.
 
     Args:
         app: the WSGI application.
         settings: a ``tracewire.Settings``; default ``Settings.from_env()``.
         tracer_provider: the OpenTelemetry ``TracerProvider``; default the global one.
         route: ``route(environ) -> str | None`` giving the matched route template for the span
-            name; the default reads what an integration stored (``tracewire.flask`` does).
+            name, called when the response is done; the default reads ``environ[ROUTE_KEY]``,
+            which ``tracewire.flask`` sets.
     """
 
     def __init__(
@@ -269,7 +327,8 @@ class TracewireWSGIMiddleware:
             environ,
             wsgi_getter,
             environ.get("REQUEST_METHOD", "GET"),
-            request_path(environ),
+            # begin() reads the path only to match exclusions: skip decoding it otherwise.
+            request_path(environ) if tracer.excluded is not None else "",
             _attributes,
             environ,
             _origin,
@@ -277,22 +336,15 @@ class TracewireWSGIMiddleware:
         environ[SPAN_KEY] = span
         token = attach(ctx)
         try:
-            if span is None:
-                return self.app(environ, start_response)
-            state = _Request(tracer, span, ctx, environ, self.route_of)
+            if span is None or not (span.is_recording() or tracer.response_propagation_on):
+                # Excluded, or nothing to record and no header to add: only the context counts.
+                return _body(self.app(environ, start_response), ctx, None, environ)
+            state = _Request(tracer, span, environ, start_response, self.route_of)
             try:
-                result = self.app(environ, state.start_response(start_response))
+                result = self.app(environ, state)
             except BaseException as exc:
                 state.end(exc)
                 raise
-            file_wrapper = environ.get("wsgi.file_wrapper")
-            if (
-                file_wrapper is not None
-                and isinstance(file_wrapper, type)
-                and isinstance(result, file_wrapper)
-                and _hook_close(result, state)
-            ):
-                return result
-            return _TracedBody(result, state)
+            return _body(result, ctx, state, environ)
         finally:
             detach(token)
