@@ -24,9 +24,9 @@ __all__ = ["TracewireMiddleware", "route_template", "settings_from_config"]
 def settings_from_config(config: Config, prefix: str = PREFIX, **overrides: Any) -> Settings:
     """``Settings`` from a Starlette ``Config`` (environment first, then its ``.env`` file).
 
-    Reads the same ``TRACEWIRE_*`` keys as ``Settings.from_env`` and falls back to
-    ``OTEL_PROPAGATORS``; keyword ``overrides`` win. Bad values raise ``ValueError`` naming
-    the key.
+    Reads ``prefix + FIELD_NAME`` keys (``TRACEWIRE_PROPAGATORS``, ...), the same names as
+    ``Settings.from_env``, and falls back to ``OTEL_PROPAGATORS`` for the propagators; keyword
+    ``overrides`` win over both. A bad value raises ``ValueError`` naming the key as written.
     """
     found: dict[str, str] = {}
     for f in Settings.env_fields():
@@ -34,12 +34,13 @@ def settings_from_config(config: Config, prefix: str = PREFIX, **overrides: Any)
         value = config(key, default=None)
         if value is not None and str(value).strip():
             found[key] = str(value)
+    base = None
     otel = config(OTEL_PROPAGATORS, default=None)
-    if otel is not None:
-        found[OTEL_PROPAGATORS] = str(otel)
-    if prefix != PREFIX:
-        # from_env understands only the standard prefix; map ours onto it.
-        found = {
-            (PREFIX + k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in found.items()
-        }
-    return Settings.from_env(found, **overrides)
+    if (
+        otel is not None
+        and str(otel).strip()
+        and "propagators" not in overrides
+        and prefix + "PROPAGATORS" not in found
+    ):
+        base = Settings.from_env({OTEL_PROPAGATORS: str(otel)})
+    return Settings.from_mapping(found, prefix, base=base, **overrides)
