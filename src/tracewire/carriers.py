@@ -82,30 +82,58 @@ class WsgiEnvironGetter(Getter[Mapping[str, Any]]):
         return [k[5:].replace("_", "-").lower() for k in carrier if k.startswith("HTTP_")]
 
 
+def _as_list(value: object) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, bytes):
+        return [value.decode("latin-1")]
+    if isinstance(value, list | tuple):
+        values = [_text(v) for v in value]
+        return values or None
+    return None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
 class HeadersGetter(Getter[Any]):
-    """Reads an httpx ``Headers``, a requests ``CaseInsensitiveDict`` or a plain ``dict``."""
+    """Reads an httpx ``Headers``, a requests ``CaseInsensitiveDict`` or a plain ``dict``.
+
+    Objects with ``get_list`` (httpx) or ``getlist`` (Starlette, Werkzeug) keep repeated fields
+    apart. A plain ``dict`` is searched case-insensitively, and two spellings of one name
+    (``traceparent`` and ``TraceParent``) count as a repeated header.
+    """
+
+    # carrier type -> name of its "all values of a field" method, or "" if it has none.
+    _list_methods: dict[type, str] = {}  # noqa: RUF012 - a shared, bounded cache on purpose
 
     def get(self, carrier: Any, key: str) -> list[str] | None:
-        get_list = getattr(carrier, "get_list", None)
-        if get_list is not None:  # httpx.Headers keeps repeated fields apart
-            values: list[str] = get_list(key)
-            return values or None
-        value = carrier.get(key)
-        if value is None and isinstance(carrier, dict):
-            lower = key.lower()
-            for name, found in carrier.items():
-                if isinstance(name, str) and name.lower() == lower:
-                    value = found
-                    break
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, bytes):
-            return [value.decode("latin-1")]
-        if isinstance(value, list | tuple):
-            return [v if isinstance(v, str) else str(v) for v in value] or None
-        return None
+        kind = type(carrier)
+        if kind is dict:
+            return self._from_dict(carrier, key)
+        method = self._list_methods.get(kind)
+        if method is None:
+            method = next((m for m in ("get_list", "getlist") if hasattr(carrier, m)), "")
+            if len(self._list_methods) < 64:
+                self._list_methods[kind] = method
+        if method:
+            values = getattr(carrier, method)(key)
+            return [_text(v) for v in values] if values else None
+        return _as_list(carrier.get(key))
+
+    @staticmethod
+    def _from_dict(carrier: dict[Any, Any], key: str) -> list[str] | None:
+        lower = key.lower()
+        found: list[str] | None = None
+        for name, value in carrier.items():
+            if isinstance(name, str) and (name == key or name.lower() == lower):
+                values = _as_list(value)
+                if values:
+                    found = values if found is None else found + values
+        return found
 
     def keys(self, carrier: Any) -> list[str]:
         return [k.lower() if isinstance(k, str) else str(k) for k in carrier]

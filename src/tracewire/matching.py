@@ -76,12 +76,17 @@ class PathMatcher:
         return self._patterns(path)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
 class HostMatcher:
     """Decides whether an outgoing request's host may receive trace headers.
 
-    Besides the pattern forms above, ``"host:port"`` pins a port and ``"same-origin"`` allows
-    the scheme, host and port of the request being served. ``None`` allows every host.
-    Host names compare case-insensitively.
+    Besides the pattern forms above, a pattern is also tried on ``"host:port"`` (so
+    ``"api.internal:8443"`` or ``"*.internal:8443"`` pin a port), and ``"same-origin"`` allows
+    the scheme, host and port of the request being served. A missing port counts as the
+    scheme's default (80 for http/ws, 443 for https/wss). ``None`` allows every host. Host
+    names compare case-insensitively.
     """
 
     def __init__(self, patterns: Sequence[PatternSpec] | None, setting: str) -> None:
@@ -100,6 +105,16 @@ class HostMatcher:
         if self.allow_all:
             return True
         host = host.lower()
-        if self._patterns(host) or (port is not None and f"{host}:{port}" in self._patterns.exact):
+        if self._patterns(host):
             return True
-        return self.same_origin and origin is not None and origin == (scheme, host, port)
+        if port is None and scheme is not None:
+            port = DEFAULT_PORTS.get(scheme.lower())
+        if port is not None and self._patterns(f"{host}:{port}"):
+            return True
+        if not self.same_origin or origin is None or scheme is None:
+            return False
+        o_scheme, o_host, o_port = origin
+        o_scheme = o_scheme.lower()
+        if o_port is None:
+            o_port = DEFAULT_PORTS.get(o_scheme)
+        return (o_scheme, o_host.lower(), o_port) == (scheme.lower(), host, port)

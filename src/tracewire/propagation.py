@@ -112,7 +112,22 @@ class CompositePropagator(TextMapPropagator):
     ``"first"``: the first propagator that yields a valid span context supplies the parent; a
     later one that names another trace is reported as a conflict; one that names the same
     trace may only contribute a ``tracestate`` the winner lacks. ``"last"``: each propagator
-    overwrites the previous one, as OpenTelemetry's own composite does.
+    overwrites the previous one, as OpenTelemetry's own composite does; a parent it replaces
+    that names another trace is reported as a conflict.
+
+    Under both policies an invalid span context never replaces a valid one, and everything else
+    a propagator adds to the context (baggage, format state) is kept.
+
+    Usage::
+
+        composite = CompositePropagator([("tracecontext", TraceContextPropagator())],
+                                        [("tracecontext", TraceContextPropagator())])
+        extracted = composite.extract_detailed(scope["headers"], asgi_getter)
+
+    Args:
+        extractors: ``(name, propagator)`` pairs tried in order on extract.
+        injectors: ``(name, propagator)`` pairs that all write on inject.
+        policy: ``"first"`` (default) or ``"last"``.
     """
 
     def __init__(
@@ -151,15 +166,21 @@ class CompositePropagator(TextMapPropagator):
                 continue
             span_context = found.get_span_context()
             if not span_context.is_valid:
-                ctx = new_ctx
+                ctx = new_ctx if winner is None else set_span_in_context(before, new_ctx)
                 continue
-            if winner is None or last:
+            if winner is None:
                 winner, fmt, ctx = span_context, name, new_ctx
             elif span_context.trace_id != winner.trace_id:
                 if conflicts is None:
                     conflicts = []
-                conflicts.append(span_context)
-                ctx = set_span_in_context(before, new_ctx)
+                if last:
+                    conflicts.append(winner)
+                    winner, fmt, ctx = span_context, name, new_ctx
+                else:
+                    conflicts.append(span_context)
+                    ctx = set_span_in_context(before, new_ctx)
+            elif last:
+                winner, fmt, ctx = span_context, name, new_ctx
             elif span_context.trace_state and not winner.trace_state:
                 winner = SpanContext(
                     winner.trace_id,
@@ -171,7 +192,16 @@ class CompositePropagator(TextMapPropagator):
                 ctx = set_span_in_context(NonRecordingSpan(winner), new_ctx)
             else:
                 ctx = set_span_in_context(before, new_ctx)
-        return Extracted(ctx, fmt, tuple(conflicts) if conflicts else _EMPTY)
+        if not conflicts:
+            return Extracted(ctx, fmt, _EMPTY)
+        # Only other traces count, once each (under "last" an early loser may share the final
+        # winner's trace; two B3 propagators read the same headers).
+        trace_id = winner.trace_id if winner is not None else 0
+        unique: dict[tuple[int, int], SpanContext] = {}
+        for other in conflicts:
+            if other.trace_id != trace_id:
+                unique.setdefault((other.trace_id, other.span_id), other)
+        return Extracted(ctx, fmt, tuple(unique.values()))
 
     def extract(
         self,

@@ -318,6 +318,7 @@ class Settings:
         label = self._label(name)
         expected = "a sequence of propagator names or TextMapPropagator instances"
         items = self._sequence(name, value, expected)
+        self._set(name, items)  # a tuple, as every other sequence setting
         resolved: list[tuple[str, TextMapPropagator]] = []
         names: list[str] = []
         for item in items:
@@ -370,8 +371,8 @@ class Settings:
                 continue
             raw = mapping[key]
             if isinstance(raw, str):
-                if not raw.strip() and f.name not in ("propagators", "extract", "inject"):
-                    continue  # an empty variable counts as unset
+                if not raw.strip():
+                    continue  # an empty value counts as unset; "none" turns propagation off
                 raw = f.metadata["parse"](raw, key)
             values[f.name] = raw
             labels[f.name] = key
@@ -390,7 +391,11 @@ class Settings:
         env = os.environ if environ is None else environ
         base = None
         otel = env.get(OTEL_PROPAGATORS, "")
-        if otel.strip() and not env.get(PREFIX + "PROPAGATORS", "").strip():
+        if (
+            otel.strip()
+            and "propagators" not in overrides
+            and not env.get(PREFIX + "PROPAGATORS", "").strip()
+        ):
             base = cls(
                 propagators=_parse_list(otel, OTEL_PROPAGATORS),
                 _labels={"propagators": OTEL_PROPAGATORS},
@@ -400,7 +405,9 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""
-        return dataclasses.replace(self, **changes)
+        # A changed field now comes from code, not from the variable it was first read from.
+        labels = {k: v for k, v in (self._labels or {}).items() if k not in changes}
+        return dataclasses.replace(self, **changes, _labels=labels)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """``(field, value, source)`` rows for display (``tracewire check``)."""

@@ -2,14 +2,17 @@
 
 Differences from ``opentelemetry.baggage.propagation.W3CBaggagePropagator``:
 
+* every ``baggage`` header field is read (several fields are one list);
 * a malformed member is dropped on its own; the valid members of the same header are kept;
-* values are percent-decoded as the spec says (``+`` stays a plus sign; invalid UTF-8 drops the
-  member);
-* limits drop whole members, never part of one, on extract and on inject;
+* values are percent-decoded as the spec says: ``+`` stays a plus sign, and an escape sequence
+  that is not UTF-8 becomes U+FFFD;
+* limits drop whole members, never part of one, on extract and on inject; members that are
+  dropped do not use up the header's size budget;
+* extraction starts from an empty context, never from the current one;
 * nothing from the header is ever logged.
 
-Member properties (``;prop=value``) are accepted on extract but not kept, as in OpenTelemetry's
-baggage API, which has no place for them.
+Member properties (``;prop=value``) must be well formed but are not kept, as OpenTelemetry's
+baggage API has no place for them.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ MAX_HEADER_BYTES = 8192
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # baggage-octet (W3C Baggage): printable ASCII except space, DQUOTE, comma, semicolon, backslash.
 _VALUE_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '",;\\')
-# Characters left unencoded on inject: baggage-octets except "%", which starts an escape.
-_SAFE = _VALUE_CHARS.replace("%", "")
+# Characters left unencoded on inject: baggage-octets except "%", which starts an escape, and
+# "=", which is legal in a value but trips parsers that split a member on every "=".
+_SAFE = _VALUE_CHARS.replace("%", "").replace("=", "")
 
 
 def _is_token(value: str) -> bool:
@@ -51,32 +55,52 @@ def _is_token(value: str) -> bool:
 def _decode(value: str) -> str | None:
     if value.strip(_VALUE_CHARS):
         return None
-    try:
-        return unquote_to_bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    if "%" not in value:
+        return value
+    # The spec: octets that are not UTF-8 become the replacement character.
+    return unquote_to_bytes(value).decode("utf-8", "replace")
+
+
+def _valid_properties(properties: str) -> bool:
+    """``;key`` / ``;key=value`` properties, as the grammar has them (whitespace allowed)."""
+    for prop in properties.split(";"):
+        key, eq, value = prop.partition("=")
+        if not _is_token(key.strip(" \t")):
+            return False
+        if eq and value.strip(" \t").strip(_VALUE_CHARS):
+            return False
+    return True
 
 
 def parse_baggage(values: list[str]) -> tuple[list[tuple[str, str]], int]:
-    """Valid ``(key, value)`` members of all ``baggage`` fields, and how many were dropped."""
+    """Valid ``(key, value)`` members of all ``baggage`` fields, and how many were dropped.
+
+    Members are taken left to right while they fit the limits; one that does not fit is
+    dropped whole and does not count against the header budget.
+    """
     entries: list[tuple[str, str]] = []
     dropped = 0
-    total = 0
+    size = 0
     for raw in ",".join(values).split(","):
         member = raw.strip(" \t")
         if not member:
             continue
-        total += len(member) + 1
-        if total > MAX_HEADER_BYTES + 1 or len(entries) >= MAX_MEMBERS:
-            dropped += 1
-            continue
-        pair = member.partition(";")[0]
+        pair, semicolon, properties = member.partition(";")
         key, eq, value = pair.partition("=")
-        key = key.rstrip(" \t")
+        key = key.strip(" \t")
         decoded = _decode(value.strip(" \t")) if eq else None
-        if decoded is None or not _is_token(key) or len(member) > MAX_MEMBER_BYTES:
+        added = len(member) + (1 if entries else 0)
+        if (
+            decoded is None
+            or not _is_token(key)
+            or (semicolon and not _valid_properties(properties))
+            or len(member) > MAX_MEMBER_BYTES
+            or len(entries) >= MAX_MEMBERS
+            or size + added > MAX_HEADER_BYTES
+        ):
             dropped += 1
             continue
+        size += added
         entries.append((key, decoded))
     return entries, dropped
 
@@ -86,9 +110,12 @@ def format_baggage(items: list[tuple[str, object]]) -> str:
     members: list[str] = []
     size = 0
     for key, value in items:
-        if not _is_token(key):
+        if not isinstance(key, str) or not _is_token(key):
             continue
-        member = f"{key}={quote(str(value), safe=_SAFE)}"
+        try:
+            member = f"{key}={quote(str(value), safe=_SAFE)}"
+        except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form
+            continue
         if len(member) > MAX_MEMBER_BYTES:
             continue
         if size + len(member) + (1 if members else 0) > MAX_HEADER_BYTES:

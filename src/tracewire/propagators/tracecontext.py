@@ -3,8 +3,10 @@
 Differences from ``opentelemetry.trace.propagation.tracecontext``:
 
 * unknown flag bits are never sent on (only ``sampled`` and ``random-trace-id``);
-* the ``random-trace-id`` flag of an incoming trace is carried to the next hop;
-* a repeated ``traceparent`` header is invalid;
+* the ``random-trace-id`` flag of an incoming trace is carried to the next hop, also with SDKs
+  that rebuild the flags of child spans without it;
+* a repeated ``traceparent`` header is invalid, also when a WSGI server joined the repeats
+  with ``,`` into one value;
 * ``tracestate`` keys follow the full grammar (digits first, ``@`` anywhere), duplicated keys
   keep the left-most entry, and nothing about a bad header is logged per request.
 """
@@ -67,13 +69,18 @@ class _ValidatedTraceState(TraceState):
 
 
 def parse_traceparent(value: str) -> tuple[int, int, int] | None:
-    """``(trace_id, span_id, flags)`` from one ``traceparent`` value, or ``None`` if invalid."""
+    """``(trace_id, span_id, flags)`` from one ``traceparent`` value, or ``None`` if invalid.
+
+    ``flags`` are the raw 8 bits; the caller keeps only the ones it knows.
+    """
     if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
         return None
     version = value[:2]
     if version == "ff" or not is_lower_hex(version + value[3:35] + value[36:52] + value[53:55]):
         return None
-    if len(value) > 55 and (version == "00" or value[55] != "-"):
+    # A later version may append "-..." fields; a "," there means a server joined two
+    # traceparent fields into one value, which is a repeated header, so invalid.
+    if len(value) > 55 and (version == "00" or value[55] != "-" or "," in value):
         return None
     trace_id = int(value[3:35], 16)
     span_id = int(value[36:52], 16)
@@ -118,20 +125,22 @@ def parse_tracestate(values: list[str]) -> list[tuple[str, str]] | None:
 def format_tracestate(state: TraceState) -> str:
     """Serialise ``state``, truncating whole entries past ``MAX_TRACESTATE_LENGTH``.
 
-    Entries longer than 128 characters go first, then entries from the right.
+    At most 32 entries are sent. When the text is too long, entries longer than 128 characters
+    go first, then entries from the right; both passes start at the right because the left-most
+    entries are the most recently updated ones.
     """
-    members = [f"{key}={value}" for key, value in state.items()]
+    members = [f"{key}={value}" for key, value in state.items()][:MAX_TRACESTATE_MEMBERS]
     header = ",".join(members)
     if len(header) <= MAX_TRACESTATE_LENGTH:
         return header
     size = len(header)
     keep = [True] * len(members)
-    for i, member in enumerate(members):
+    for i in range(len(members) - 1, -1, -1):
         if size <= MAX_TRACESTATE_LENGTH:
             break
-        if len(member) > _LONG_MEMBER:
+        if len(members[i]) > _LONG_MEMBER:
             keep[i] = False
-            size -= len(member) + 1
+            size -= len(members[i]) + 1
     for i in range(len(members) - 1, -1, -1):
         if size <= MAX_TRACESTATE_LENGTH:
             break
@@ -171,10 +180,12 @@ class TraceContextPropagator(TextMapPropagator):
             trace_id=trace_id,
             span_id=span_id,
             is_remote=True,
-            trace_flags=TraceFlags(flags & FLAG_SAMPLED),
+            # Unknown bits are dropped here so that nothing downstream can send them on.
+            trace_flags=TraceFlags(flags & _KNOWN_FLAGS),
             trace_state=_ValidatedTraceState(entries or ()),
         )
         if flags & FLAG_RANDOM:
+            # Older SDKs build a child's flags from the sampling decision alone.
             context = set_value(RANDOM_TRACE_ID_KEY, trace_id, context)
         return set_span_in_context(NonRecordingSpan(span_context), context)
 

@@ -1,0 +1,234 @@
+"""W3C Baggage: grammar, percent-decoding, limits without partial members, on every carrier."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote
+
+import pytest
+from opentelemetry import baggage
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context, attach, detach
+
+from tests.test_carriers import SHAPES, outgoing_carriers, sent_headers, shape_names
+from tracewire.propagators import BaggagePropagator
+from tracewire.propagators.baggage import (
+    MAX_HEADER_BYTES,
+    MAX_MEMBER_BYTES,
+    MAX_MEMBERS,
+    format_baggage,
+    parse_baggage,
+)
+
+PROPAGATOR = BaggagePropagator()
+
+
+def extract(fields: list[str], shape: str = "asgi") -> dict[str, object]:
+    carrier, getter = SHAPES[shape]([("baggage", f) for f in fields])
+    return dict(baggage.get_all(PROPAGATOR.extract(carrier, getter=getter)))
+
+
+def inject(items: dict[str, object]) -> str | None:
+    context = Context()
+    for key, value in items.items():
+        context = baggage.set_baggage(key, value, context)
+    out: dict[str, str] = {}
+    PROPAGATOR.inject(out, context)
+    return out.get("baggage")
+
+
+CASES = [
+    # (id, header fields, expected baggage)
+    ("one", ["k=v"], {"k": "v"}),
+    ("several", ["a=1,b=2"], {"a": "1", "b": "2"}),
+    ("ows", [" a = 1 ,\tb=2\t"], {"a": "1", "b": "2"}),
+    ("empty-members", [",a=1,, ,b=2,"], {"a": "1", "b": "2"}),
+    ("fields-joined", ["a=1", "b=2"], {"a": "1", "b": "2"}),
+    ("empty-value", ["a="], {"a": ""}),
+    ("token-key-chars", ["!#$%&'*+-.^_`|~Az09=1"], {"!#$%&'*+-.^_`|~Az09": "1"}),
+    ("properties-dropped", ["a=1;p1;p2=x;p3 = y , b=2"], {"a": "1", "b": "2"}),
+    ("percent-space", ["a=hello%20world"], {"a": "hello world"}),
+    ("plus-stays-plus", ["a=1+1"], {"a": "1+1"}),
+    ("percent-2b", ["a=1%2B1"], {"a": "1+1"}),
+    ("utf8", ["a=%E2%9C%93%20caf%C3%A9"], {"a": "\u2713 caf\u00e9"}),
+    ("bad-utf8-replaced", ["a=x%FFy"], {"a": "x\ufffdy"}),
+    ("truncated-utf8-replaced", ["a=%E2%9C"], {"a": "\ufffd"}),
+    ("lone-percent-kept", ["a=100%"], {"a": "100%"}),
+    ("encoded-separators", ["a=%2C%3B%3D%22%5C"], {"a": ',;="\\'}),
+    ("last-duplicate-wins", ["a=1,a=2"], {"a": "2"}),
+    # Malformed members go one by one; the rest stays.
+    ("no-equals", ["good=1,bad,also=2"], {"good": "1", "also": "2"}),
+    ("empty-key", ["=v,ok=1"], {"ok": "1"}),
+    ("key-space", ["a b=1,ok=1"], {"ok": "1"}),
+    ("key-separator", ["a(b=1,a@b=1,ok=1"], {"ok": "1"}),
+    ("value-space", ["a=b c,ok=1"], {"ok": "1"}),
+    ("value-quote", ['a=b"c,ok=1'], {"ok": "1"}),
+    ("value-backslash", ["a=b\\c,ok=1"], {"ok": "1"}),
+    ("value-raw-non-ascii", ["a=caf\u00e9,ok=1"], {"ok": "1"}),
+    ("value-control", ["a=b\x01,ok=1"], {"ok": "1"}),
+    ("bad-property", ["a=1;@=x,ok=1"], {"ok": "1"}),
+    ("bad-property-value", ["a=1;p=x y,ok=1"], {"ok": "1"}),
+    ("empty-property", ["a=1;,ok=1"], {"ok": "1"}),
+]
+
+
+@pytest.mark.parametrize("shape", shape_names)
+@pytest.mark.parametrize(("fields", "expected"), [pytest.param(f, e, id=i) for i, f, e in CASES])
+def test_extract(shape: str, fields: list[str], expected: dict[str, str]) -> None:
+    assert extract(fields, shape) == expected
+
+
+def test_no_header_leaves_context_alone() -> None:
+    context = Context()
+    assert PROPAGATOR.extract({}, context) is context
+
+
+def test_extract_ignores_current_context() -> None:
+    token = attach(baggage.set_baggage("ambient", "x"))
+    try:
+        assert extract(["a=1"]) == {"a": "1"}
+    finally:
+        detach(token)
+
+
+# ---------------------------------------------------------------------------------- limits
+
+
+def test_member_count_limit() -> None:
+    header = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS + 5))
+    found = extract([header])
+    assert found == {f"k{i}": "v" for i in range(MAX_MEMBERS)}
+
+
+def test_member_size_limit() -> None:
+    fits = "a=" + "x" * (MAX_MEMBER_BYTES - 2)
+    too_big = "b=" + "y" * (MAX_MEMBER_BYTES - 1)
+    found = extract([f"{fits},{too_big},c=1"])
+    assert found == {"a": "x" * (MAX_MEMBER_BYTES - 2), "c": "1"}
+
+
+def test_member_size_counts_properties() -> None:
+    member = "a=1;p=" + "x" * (MAX_MEMBER_BYTES - 5)
+    assert len(member) == MAX_MEMBER_BYTES + 1
+    assert extract([member]) == {}
+
+
+def test_header_size_limit_whole_members_only() -> None:
+    # Two members of 4000 bytes, one of 190: 8190 + 2 commas = 8192 fits exactly.
+    a, b = "a=" + "1" * 3998, "b=" + "2" * 3998
+    c = "c=" + "3" * 188
+    found = extract([f"{a},{b},{c},d=4"])
+    assert set(found) == {"a", "b", "c"}
+    assert found["c"] == "3" * 188  # never a part of a member
+
+
+def test_dropped_members_do_not_use_the_budget() -> None:
+    too_big = "x=" + "y" * MAX_MEMBER_BYTES
+    a, b = "a=" + "1" * 3998, "b=" + "2" * 3998
+    assert set(extract([f"{too_big},{a},bad member,{b}"])) == {"a", "b"}
+
+
+def test_64_members_and_8192_bytes_propagate() -> None:
+    # The spec's floor: 64 members, 8192 bytes in all.
+    members = [f"k{i:02d}=" + "v" * 123 for i in range(64)]  # 64 * 127 + 63 = 8191
+    header = ",".join(members)
+    assert len(header) <= MAX_HEADER_BYTES
+    found = extract([header])
+    assert len(found) == 64
+    assert inject(found) == header
+
+
+def test_parse_reports_dropped_count() -> None:
+    entries, dropped = parse_baggage(["a=1,bad,c=é", "d=2"])
+    assert entries == [("a", "1"), ("d", "2")]
+    assert dropped == 2
+
+
+# ---------------------------------------------------------------------------------- inject
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        ("plain", "plain"),
+        ("a b", "a%20b"),
+        ("1+1", "1+1"),
+        ("50%", "50%25"),
+        (',;="\\', "%2C%3B%3D%22%5C"),
+        ("caf\u00e9 \u2713", "caf%C3%A9%20%E2%9C%93"),
+        ("", ""),
+        ("tab\there", "tab%09here"),
+    ],
+)
+def test_inject_encodes_values(value: str, encoded: str) -> None:
+    header = inject({"k": value})
+    assert header == f"k={encoded}"
+    assert extract([header]) == {"k": value}
+    assert unquote(encoded) == value
+
+
+def test_inject_skips_keys_that_are_not_tokens() -> None:
+    assert inject({"bad key": "1", "ok": "2", "": "3", "caf\u00e9": "4"}) == "ok=2"
+
+
+def test_inject_nothing_without_baggage() -> None:
+    assert inject({}) is None
+    assert inject({"bad key": "1"}) is None
+
+
+def test_inject_limits_whole_members() -> None:
+    items: dict[str, object] = {f"k{i}": "v" for i in range(MAX_MEMBERS + 20)}
+    header = inject(items)
+    assert header is not None
+    assert header.split(",") == [f"k{i}=v" for i in range(MAX_MEMBERS)]
+
+    big = {"a": "x" * MAX_MEMBER_BYTES, "b": "1" * 4000, "c": "2" * 4000, "d": "3" * 500}
+    header = inject(big)
+    assert header is not None
+    assert len(header) <= MAX_HEADER_BYTES
+    assert [m.partition("=")[0] for m in header.split(",")] == ["b", "c"]
+
+
+def test_format_skips_oversized_and_keeps_smaller_ones() -> None:
+    header = format_baggage([("a", "1" * 5000), ("b", "2" * 8000), ("c", "3")])
+    assert header == "c=3"
+
+
+@pytest.mark.parametrize("kind", list(outgoing_carriers()))
+def test_inject_on_every_carrier(kind: str) -> None:
+    context = baggage.set_baggage("user", "alice b", Context())
+    carrier, setter = outgoing_carriers()[kind]()
+    PROPAGATOR.inject(carrier, context, setter)
+    assert sent_headers(carrier) == {"baggage": ["user=alice%20b"]}
+
+
+def test_fields() -> None:
+    assert PROPAGATOR.fields == {"baggage"}
+
+
+# ------------------------------------------------------------------------------- logging
+
+
+def test_malformed_members_logged_without_values(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        extract(["ok=1,secret-key=s3cr3t value,other=s3cr3t\x01"])
+        extract(["secret2=s3cr3t value"])
+    records = [r for r in caplog.records if r.name == "tracewire"]
+    assert len(records) == 1  # rate limited: one report per interval
+    assert "dropped 2" in records[0].getMessage()
+    assert "s3cr3t" not in caplog.text
+    assert "secret" not in caplog.text
+
+
+# ------------------------------------------------------- where OpenTelemetry's differs
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [["a=1+1"], ["a=1", "b=2"], ["ok=1,bad value=2" + ",x" * 5000]],
+    ids=["plus", "second-field", "oversized-header"],
+)
+def test_differs_from_opentelemetry(fields: list[str]) -> None:
+    carrier = {"baggage": fields if len(fields) > 1 else fields[0]}
+    theirs = dict(baggage.get_all(W3CBaggagePropagator().extract(carrier, Context())))
+    assert extract(fields) != theirs
