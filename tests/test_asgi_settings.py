@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -357,3 +358,36 @@ def test_default_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPa
         seen = fetch(running.url + "/items/2", headers=tp, timeout=5).json()
         assert seen["trace_id"] != other
         wait_for(lambda: sink.of_trace(seen["trace_id"]))
+
+
+class ExplodingPropagator(TextMapPropagator):
+    """A third-party propagator with a bug on some input."""
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        raise IndexError("propagator bug")
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        pass
+
+    @property
+    def fields(self) -> set[str]:
+        return set()
+
+
+def test_raising_propagator_gives_a_new_trace_not_an_untraced_request(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="tracewire"),
+        _service(kind, propagators=[ExplodingPropagator(), "tracecontext"]) as svc,
+    ):
+        for _ in range(3):
+            trace_id, parent_id = new_ids()
+            response = svc.get("/items/1", {"traceparent": traceparent(trace_id, parent_id)})
+            assert response.status_code == 200
+            seen = response.json()
+            assert seen["valid"] and seen["trace_id"] != trace_id
+            span = svc.sink.of_trace(seen["trace_id"])
+            assert span.parent is None
+            assert span.attributes["http.response.status_code"] == 200
+    assert len([r for r in caplog.records if "internal:extract" in r.getMessage()]) == 1

@@ -32,6 +32,7 @@ from opentelemetry.util.types import AttributeValue
 from tracewire import semconv
 from tracewire._log import warn_limited
 from tracewire.matching import ORIGIN_KEY, Origin
+from tracewire.propagation import Extracted
 from tracewire.settings import Settings
 
 CarrierT = TypeVar("CarrierT")
@@ -137,8 +138,10 @@ class ServerTracer:
         try:
             extracted = self._extract(carrier, getter)
         except Exception as exc:
+            # A broken propagator costs the caller's context, not the request's span: the
+            # request starts a new trace, as for any unusable header.
             _fault("extract", exc)
-            return Context(), None
+            extracted = Extracted(Context(), None, ())
         ctx = extracted.context
         try:
             if self.wants_origin and origin is not None:
