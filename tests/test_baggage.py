@@ -55,6 +55,7 @@ CASES = [
     ("truncated-utf8-replaced", ["a=%E2%9C"], {"a": "\ufffd"}),
     ("lone-percent-kept", ["a=100%"], {"a": "100%"}),
     ("encoded-separators", ["a=%2C%3B%3D%22%5C"], {"a": ',;="\\'}),
+    ("equals-in-value", ["a=b=c"], {"a": "b=c"}),
     ("last-duplicate-wins", ["a=1,a=2"], {"a": "2"}),
     # Malformed members go one by one; the rest stays.
     ("no-equals", ["good=1,bad,also=2"], {"good": "1", "also": "2"}),

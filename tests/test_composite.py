@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -208,12 +209,9 @@ def test_extraction_never_uses_the_current_context(policy: str) -> None:
         )
         assert not parent(found).is_valid
         assert dict(baggage.get_all(found.context)) == {}
-        assert not trace.get_current_span(composite(["tracecontext"]).extract({})).is_recording()
-        assert (
-            not trace.get_current_span(composite(["tracecontext"]).extract({}))
-            .get_span_context()
-            .is_valid
-        )
+        plain = composite(["tracecontext", "baggage"], policy).extract({}, getter=headers_getter)
+        assert not trace.get_current_span(plain).get_span_context().is_valid
+        assert dict(baggage.get_all(plain)) == {}
     finally:
         detach(token)
 
@@ -294,3 +292,55 @@ def test_settings_policy_last() -> None:
     settings = Settings(propagators=["tracecontext", "b3"], extract_policy="LAST")
     found = settings.composite.extract_detailed(dict([TRACEPARENT, B3_OTHER]), headers_getter)
     assert found.format == "b3"
+
+
+# ---------------------------------------------------------------------------------- warnings
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_warnings_rate_limited_and_never_show_values(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracewire import _log
+
+    clock = _Clock()
+    monkeypatch.setattr(_log, "time", clock)
+    secret = "s3cr3tvalue"
+    headers = {
+        "traceparent": f"00-{secret}",
+        "b3": secret,
+        "baggage": f"ok=1,{secret} x",
+    }
+    both = Settings(propagators=["tracecontext", "b3", "baggage"]).composite
+    with_state = {"traceparent": TRACEPARENT[1], "tracestate": f"{secret}=Bad Value,A=1"}
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "tracewire"]
+
+    with caplog.at_level(logging.DEBUG, logger="tracewire"):
+        for _ in range(10):
+            both.extract_detailed(headers, headers_getter)
+            both.extract_detailed(with_state, headers_getter)
+        first = warnings()
+        assert len(first) == 4  # one per kind: traceparent, b3, baggage, tracestate
+        assert {m.split("]")[0] for m in first} == {
+            "[traceparent",
+            "[b3",
+            "[baggage",
+            "[tracestate",
+        }
+        clock.now += _log.INTERVAL_SECONDS + 1
+        both.extract_detailed(headers, headers_getter)
+        later = warnings()[4:]
+        assert len(later) == 3
+        assert all("9 similar events suppressed" in m for m in later)
+    assert secret not in caplog.text
+    for record in caplog.records:
+        assert secret not in str(record.args)
