@@ -550,3 +550,14 @@ def test_describe_shows_values() -> None:
     assert rows["server_request_hook"] == "tests.test_settings:sample_hook"
     assert rows["extract"] == "(default)"
     assert rows["capture_request_headers"] == "(none)"
+
+
+def test_unknown_variables_warned_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"TRACEWIRE_PROPAGATOR": "b3", "TRACEWIRE_REQUIRE_PARENT": "1", "OTHER_X": "1"}
+    with caplog.at_level("WARNING", logger="tracewire"):
+        settings = Settings.from_env(env)
+    assert settings.propagators == ("tracecontext", "baggage")  # the typo did nothing...
+    assert "ignored unknown environment variable(s) TRACEWIRE_PROPAGATOR;" in caplog.text
+    assert "TRACEWIRE_PROPAGATORS" in caplog.text  # ...and the message shows the right name
+    assert Settings.unknown_keys(env) == ["TRACEWIRE_PROPAGATOR"]
+    assert Settings.unknown_keys({"APP_X": 1, "APP_INJECT": 2}, "APP_") == ["APP_X"]

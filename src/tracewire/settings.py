@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 from opentelemetry.propagators.textmap import TextMapPropagator
 
+from tracewire._log import logger
 from tracewire.matching import HostMatcher, PathMatcher, PatternSpec
 from tracewire.propagation import NONE, POLICIES, CompositePropagator, resolve
 
@@ -401,7 +402,23 @@ class Settings:
                 _labels={"propagators": OTEL_PROPAGATORS},
             )
         mapping = {k: v for k, v in env.items() if k.startswith(PREFIX) and v.strip()}
+        unknown = cls.unknown_keys(mapping, PREFIX)
+        if unknown:
+            # Not an error: the variables are process-wide and may belong to something else.
+            logger.warning(
+                "ignored unknown environment variable(s) %s; tracewire reads: %s",
+                ", ".join(unknown),
+                ", ".join(PREFIX + f.name.upper() for f in cls.env_fields()),
+            )
         return cls.from_mapping(mapping, PREFIX, base=base, **overrides)
+
+    @classmethod
+    def unknown_keys(cls, mapping: Mapping[str, Any], prefix: str = PREFIX) -> list[str]:
+        """Keys of ``mapping`` that start with ``prefix`` but name no setting (typos)."""
+        known = {prefix + f.name.upper() for f in cls.env_fields()}
+        return sorted(
+            k for k in mapping if isinstance(k, str) and k.startswith(prefix) and k not in known
+        )
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated again."""
