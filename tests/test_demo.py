@@ -342,6 +342,19 @@ def test_demo_continues_a_b3_header_through_three_hops():
 
 
 @pytest.mark.slow
+def test_demo_without_propagation_fails_and_says_why():
+    result = run_demo("--propagators", "none")
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "warm-up request" not in out  # 'none' cannot carry "not sampled"
+    assert len(re.findall(r"^trace [0-9a-f]{32} · ", out, re.MULTILINE)) == 2  # two trees
+    assert " · 1 span · " in out
+    assert "FAILED: the trace does not hold together:" in out
+    assert "the trace headers did not get through, or were not understood" in out
+    assert "no my-downstream SERVER span is a child of my-server CLIENT" in out
+
+
+@pytest.mark.slow
 def test_demo_exports_to_a_second_collector_too():
     with OTLPReceiver() as collector:
         result = run_demo("--otlp-endpoint", collector.endpoint)

@@ -108,9 +108,8 @@ def render_trace(
 
     start = min(s.start_ns for s in ordered)
     end = max(s.end_ns for s in ordered)
-    header = (
-        f"trace {ordered[0].trace_id}{glyphs.dot}{len(ordered)} spans{glyphs.dot}{_ms(end - start)}"
-    )
+    count = f"{len(ordered)} span" + ("" if len(ordered) == 1 else "s")
+    header = f"trace {ordered[0].trace_id}{glyphs.dot}{count}{glyphs.dot}{_ms(end - start)}"
     remote = sorted({r.parent_id for r in roots if r.parent_id is not None})
     if remote:
         header += f"{glyphs.dot}continues remote parent {', '.join(remote)}"
