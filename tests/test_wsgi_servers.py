@@ -105,19 +105,6 @@ class Stack:
 
 
 # ------------------------------------------------------------------------------- fixtures
-@contextlib.contextmanager
-def django_settings(kind: str) -> Iterator[None]:
-    if kind != "django":
-        yield
-        return
-    wsgi_apps.ensure_django()
-    from django.test import override_settings
-
-    # Another test module may have configured Django first: ours apply while this runs.
-    with override_settings(**wsgi_apps.DJANGO_SETTINGS):
-        yield
-
-
 class Gunicorns:
     """One gunicorn per app kind, started on first use, all sending to one OTLP receiver."""
 
@@ -191,7 +178,7 @@ class Werkzeugs:
             provider = TracerProvider()
             provider.add_span_processor(SimpleSpanProcessor(exporter))
             self._exit.callback(provider.shutdown)
-            self._exit.enter_context(django_settings(kind))
+            self._exit.enter_context(wsgi_apps.django_settings(kind))
             app = wsgi_apps.Probe(wsgi_apps.build(kind, wsgi_apps.SETTINGS_TEXT, provider))
             server = self._exit.enter_context(serving(WerkzeugThread(app)))
 

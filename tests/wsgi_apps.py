@@ -18,6 +18,7 @@ Every app answers:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -176,18 +177,20 @@ def raw_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
     return send_json({"error": "not found"}, "404 Not Found")
 
 
-def build_raw(settings: Settings, provider: Any = None) -> Any:
+def build_raw(settings: Settings | None, provider: Any = None) -> Any:
+    if settings is None:
+        return raw_app
     return TracewireWSGIMiddleware(raw_app, settings, tracer_provider=provider, route=raw_route)
 
 
 # ----------------------------------------------------------------------------------- flask
-def build_flask(config: dict[str, Any], provider: Any = None) -> Any:
+def build_flask(config: dict[str, Any] | None, provider: Any = None) -> Any:
     from flask import Flask, Response, jsonify, request, send_file
 
     from tracewire.flask import Tracewire
 
     app = Flask("wsgi_test_flask")
-    app.config.update(config)
+    app.config.update(config or {})
 
     @app.get("/hello")
     @app.get("/health")
@@ -228,7 +231,8 @@ def build_flask(config: dict[str, Any], provider: Any = None) -> Any:
     def file() -> Any:
         return send_file(FILE_PATH, mimetype="application/octet-stream")
 
-    Tracewire(app, tracer_provider=provider)
+    if config is not None:
+        Tracewire(app, tracer_provider=provider)
     return app
 
 
@@ -266,6 +270,20 @@ def ensure_django() -> None:
     if not settings.configured:
         settings.configure(SECRET_KEY="wsgi-tests", INSTALLED_APPS=[], **DJANGO_SETTINGS)
     django.setup()
+
+
+@contextlib.contextmanager
+def django_settings(kind: str) -> Iterator[None]:
+    """Django set up with this module's settings while it runs (no-op for other kinds)."""
+    if kind != "django":
+        yield
+        return
+    ensure_django()
+    from django.test import override_settings
+
+    # Another test module may have configured Django first: ours apply while this runs.
+    with override_settings(**DJANGO_SETTINGS):
+        yield
 
 
 def _django_views() -> list[Any]:
@@ -325,15 +343,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def build_django(settings: Settings, provider: Any = None) -> Any:
+def build_django(settings: Settings | None, provider: Any = None) -> Any:
     from django.core.handlers.wsgi import WSGIHandler
 
     ensure_django()
+    if settings is None:
+        return WSGIHandler()
     return TracewireWSGIMiddleware(WSGIHandler(), settings, tracer_provider=provider)
 
 
 # ---------------------------------------------------------------------------------- falcon
-def build_falcon(settings: Settings, provider: Any = None) -> Any:
+def build_falcon(settings: Settings | None, provider: Any = None) -> Any:
     import falcon
 
     class RouteTemplate:
@@ -396,18 +416,19 @@ def build_falcon(settings: Settings, provider: Any = None) -> Any:
     app.add_route("/echo", Echo())
     app.add_route("/barrier", Barrier())
     app.add_route("/file", File())
+    if settings is None:
+        return app
     return TracewireWSGIMiddleware(app, settings, tracer_provider=provider)
 
 
 # ------------------------------------------------------------------------------ dispatching
-def build(kind: str, environ: dict[str, str], provider: Any = None) -> Any:
+def build(kind: str, environ: dict[str, str] | None, provider: Any = None) -> Any:
     """The app of ``kind``, traced with settings read from ``TRACEWIRE_*`` text in
-    ``environ`` (the Flask app reads them from its ``app.config``)."""
+    ``environ`` (the Flask app reads them from its ``app.config``); ``None``: not traced."""
     if kind == "flask":
-        return build_flask(
-            {k: v for k, v in environ.items() if k.startswith("TRACEWIRE_")}, provider
-        )
-    settings = Settings.from_env(environ)
+        config = environ and {k: v for k, v in environ.items() if k.startswith("TRACEWIRE_")}
+        return build_flask(None if environ is None else config, provider)
+    settings = None if environ is None else Settings.from_env(environ)
     if kind == "raw":
         return build_raw(settings, provider)
     if kind == "django":
