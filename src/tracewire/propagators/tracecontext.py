@@ -68,6 +68,10 @@ class _ValidatedTraceState(TraceState):
         self._dict = dict(entries)
 
 
+# TraceState is immutable: one empty instance serves every request without a tracestate.
+_EMPTY_STATE = _ValidatedTraceState(())
+
+
 def parse_traceparent(value: str) -> tuple[int, int, int] | None:
     """``(trace_id, span_id, flags)`` from one ``traceparent`` value, or ``None`` if invalid.
 
@@ -182,7 +186,7 @@ class TraceContextPropagator(TextMapPropagator):
             is_remote=True,
             # Unknown bits are dropped here so that nothing downstream can send them on.
             trace_flags=TraceFlags(flags & _KNOWN_FLAGS),
-            trace_state=_ValidatedTraceState(entries or ()),
+            trace_state=_ValidatedTraceState(entries) if entries else _EMPTY_STATE,
         )
         if flags & FLAG_RANDOM:
             # Older SDKs build a child's flags from the sampling decision alone.
