@@ -348,3 +348,32 @@ def test_asgi2_app_is_adapted(server: str) -> None:
         )
     assert response.text == trace_id
     assert sink.of_trace(trace_id).attributes["http.response.status_code"] == 200
+
+
+# ----------------------------------------------------------------- mounted with add_middleware
+@pytest.mark.parametrize("kind", ["starlette", "fastapi"])
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_add_middleware_mounting(kind: str, server: str) -> None:
+    from tests.support.asgi_apps import APPS
+
+    sink, probe = SpanSink(), Probe()
+    app = APPS[kind](probe)
+    app.add_middleware(TracewireMiddleware, Settings(), tracer_provider=sink.provider)
+    with serve(app, server) as running:
+        trace_id, parent_id = new_ids()
+        headers = {"traceparent": traceparent(trace_id, parent_id)}
+        assert fetch(running.url + "/items/3", headers=headers).json()["trace_id"] == trace_id
+        assert sink.of_trace(trace_id).name == "GET /items/{item_id}"
+        trace_id, parent_id = new_ids()
+        headers = {"traceparent": traceparent(trace_id, parent_id)}
+        response = fetch(running.url + "/boom", headers=headers)
+        # Starlette answers an unhandled error from its outermost ServerErrorMiddleware, which
+        # add_middleware puts outside tracewire: the app's own 500 still reaches the client,
+        # and the span still records it.
+        assert (response.status_code, response.text) == (500, "app says no")
+        span = sink.of_trace(trace_id)
+    assert span.name == "GET /boom"
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert [e.name for e in span.events] == ["exception"]
