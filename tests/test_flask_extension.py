@@ -3,7 +3,6 @@ url_rule, Flask's own error handling, the application-factory shape."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,8 @@ from flask import Blueprint, Flask, Response, abort, request, stream_with_contex
 from opentelemetry import trace
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from tests.support.servers import WerkzeugThread, serving, wait_for
+from tests import wsgi_apps
+from tests.support.servers import wait_for
 from tracewire import Settings
 from tracewire.flask import EXTENSION_KEY, Tracewire, settings_from_config
 
@@ -89,10 +89,7 @@ def make_app(**config: Any) -> Flask:
     return app
 
 
-@contextlib.contextmanager
-def served(app: Any) -> Iterator[httpx.Client]:
-    with serving(WerkzeugThread(app)) as server, httpx.Client(base_url=server.url) as client:
-        yield client
+served = wsgi_apps.served
 
 
 def spans_of(tracing: Any, trace_id: str) -> list[Any]:

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from tests import wsgi_apps
-from tests.support.servers import WerkzeugThread, port_open, serving, wait_for
+from tests.support.servers import port_open, wait_for
 from tracewire import Settings, TracewireWSGIMiddleware
 
 Environ = dict[str, Any]
@@ -54,10 +54,7 @@ def wait_span(tracing: Any, trace_id: str) -> Any:
     return span
 
 
-@contextlib.contextmanager
-def served(app: Any) -> Iterator[httpx.Client]:
-    with serving(WerkzeugThread(app)) as server, httpx.Client(base_url=server.url) as client:
-        yield client
+served = wsgi_apps.served
 
 
 def json_app(environ: Environ, start_response: StartResponse) -> list[bytes]:
@@ -363,7 +360,9 @@ def wsgiref_server(app: Any) -> Iterator[str]:
             pass
 
     server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     try:
         port = server.server_address[1]

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests import wsgi_apps
-from tests.support.servers import PYTHON, SubprocessServer, WerkzeugThread, serving, wait_for
+from tests.support.servers import PYTHON, SubprocessServer, serving, wait_for
 from tracewire.demo.receiver import OTLPReceiver, ReceivedSpan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +116,7 @@ class Gunicorns:
         key = (kind, worker)
         if key not in self.servers:
             argv = [GUNICORN, "-c", "python:tests.wsgi_gunicorn_conf", "--preload"]
-            argv += ["-w", "1", "-b", "{host}:{port}", "--timeout", "60", "--graceful-timeout", "2"]
+            argv += ["-w", "1", "-b", "{host}:{port}", "--timeout", "60", "--graceful-timeout", "1"]
             if worker == "gthread":
                 argv += ["-k", "gthread", "--threads", str(CONCURRENCY + 8)]
             else:
@@ -180,7 +180,7 @@ class Werkzeugs:
             self._exit.callback(provider.shutdown)
             self._exit.enter_context(wsgi_apps.django_settings(kind))
             app = wsgi_apps.Probe(wsgi_apps.build(kind, wsgi_apps.SETTINGS_TEXT, provider))
-            server = self._exit.enter_context(serving(WerkzeugThread(app)))
+            server = self._exit.enter_context(serving(wsgi_apps.QuickWerkzeug(app)))
 
             def spans() -> list[ReceivedSpan]:
                 return [from_sdk(s) for s in exporter.get_finished_spans()]

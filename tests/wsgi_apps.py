@@ -30,6 +30,7 @@ from wsgiref.util import FileWrapper
 
 from opentelemetry import baggage, context, trace
 
+from tests.support.servers import WerkzeugThread, port_open, serving, wait_for
 from tracewire import Settings
 from tracewire.wsgi import EXCEPTION_KEY, ROUTE_KEY, TracewireWSGIMiddleware
 
@@ -534,6 +535,30 @@ def install_sendfile_counter() -> None:
         return real(self, *args, **kwargs)
 
     socket.socket.sendfile = sendfile  # type: ignore[method-assign]
+
+
+class QuickWerkzeug(WerkzeugThread):
+    """``WerkzeugThread`` whose ``stop()`` returns at once: serve_forever's default half-second
+    poll is most of what a short test would otherwise spend."""
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            daemon=True,
+            name="werkzeug",
+        )
+        self.thread.start()
+        wait_for(lambda: port_open(self.host, self.port), timeout=15)
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[Any]:
+    """``app`` under a werkzeug server in this process; yields an ``httpx.Client`` for it."""
+    import httpx
+
+    with serving(QuickWerkzeug(app)) as server, httpx.Client(base_url=server.url) as client:
+        yield client
 
 
 def gunicorn_app_factory() -> Any:
