@@ -23,13 +23,12 @@ def settings_from_config(config: Any, base: Settings | None = None) -> Settings:
     compiled patterns). A bad value or an unknown ``TRACEWIRE_*`` key raises ``ValueError``
     (``TypeError`` for a value of the wrong type) naming the key.
     """
-    known = {PREFIX + f.name.upper() for f in Settings.env_fields()}
-    unknown = sorted(k for k in config if isinstance(k, str) and k.startswith(PREFIX))
-    unknown = [k for k in unknown if k not in known]
+    # Unlike environment variables, app.config keys belong to this app: a typo is an error.
+    unknown = Settings.unknown_keys(config, PREFIX)
     if unknown:
+        valid = ", ".join(PREFIX + f.name.upper() for f in Settings.env_fields())
         raise ValueError(
-            f"unknown tracewire setting {', '.join(unknown)} in app.config; "
-            f"valid keys: {', '.join(sorted(known))}"
+            f"unknown tracewire setting {', '.join(unknown)} in app.config; valid keys: {valid}"
         )
     return Settings.from_mapping(config, base=Settings.from_env() if base is None else base)
 
