@@ -155,8 +155,9 @@ class CompositePropagator(TextMapPropagator):
         fmt: str | None = None
         conflicts: list[SpanContext] | None = None
         last = self.policy == "last"
+        # The span in ``ctx``, tracked rather than looked up again for every propagator.
+        before = get_current_span(ctx)
         for name, propagator in self.extractors:
-            before = get_current_span(ctx)
             new_ctx = propagator.extract(carrier, ctx, getter)
             if new_ctx is ctx:
                 continue
@@ -166,21 +167,24 @@ class CompositePropagator(TextMapPropagator):
                 continue
             span_context = found.get_span_context()
             if not span_context.is_valid:
-                ctx = new_ctx if winner is None else set_span_in_context(before, new_ctx)
+                if winner is None:
+                    ctx, before = new_ctx, found
+                else:
+                    ctx = set_span_in_context(before, new_ctx)
                 continue
             if winner is None:
-                winner, fmt, ctx = span_context, name, new_ctx
+                winner, fmt, ctx, before = span_context, name, new_ctx, found
             elif span_context.trace_id != winner.trace_id:
                 if conflicts is None:
                     conflicts = []
                 if last:
                     conflicts.append(winner)
-                    winner, fmt, ctx = span_context, name, new_ctx
+                    winner, fmt, ctx, before = span_context, name, new_ctx, found
                 else:
                     conflicts.append(span_context)
                     ctx = set_span_in_context(before, new_ctx)
             elif last:
-                winner, fmt, ctx = span_context, name, new_ctx
+                winner, fmt, ctx, before = span_context, name, new_ctx, found
             elif span_context.trace_state and not winner.trace_state:
                 winner = SpanContext(
                     winner.trace_id,
@@ -189,7 +193,8 @@ class CompositePropagator(TextMapPropagator):
                     trace_flags=winner.trace_flags,
                     trace_state=span_context.trace_state,
                 )
-                ctx = set_span_in_context(NonRecordingSpan(winner), new_ctx)
+                before = NonRecordingSpan(winner)
+                ctx = set_span_in_context(before, new_ctx)
             else:
                 ctx = set_span_in_context(before, new_ctx)
         if not conflicts:
