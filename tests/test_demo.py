@@ -242,15 +242,25 @@ def demo_env(**extra: str) -> dict[str, str]:
 
 
 def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, "demo", *args],
-        capture_output=True,
+    """Run ``tracewire demo`` in a session of its own, so that a hung run can be ended with
+    every process it started (the demo stops its services itself; this is the safety net)."""
+    argv = [*COMMAND, "demo", *args]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         encoding="utf-8",
         env=env or demo_env(),
-        timeout=RUN_TIMEOUT,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"tracewire demo did not finish in {RUN_TIMEOUT}s\n{out}\n{err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def tree_rows(stdout: str) -> list[tuple[int, str, str, str]]:
@@ -447,6 +457,7 @@ def test_interrupting_the_demo_stops_every_service(tmp_path, signum, code, word)
         text=True,
         encoding="utf-8",
         env=env,
+        start_new_session=True,  # the finally below can end the whole group if need be
     )
     try:
         server_port = None
@@ -468,7 +479,7 @@ def test_interrupting_the_demo_stops_every_service(tmp_path, signum, code, word)
         _, err = demo.communicate(timeout=60)
     finally:
         if demo.poll() is None:
-            demo.kill()
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.wait(timeout=30)
     assert demo.returncode == code, err
     assert f"tracewire demo: {word}; every service was stopped" in err
