@@ -7,6 +7,7 @@ middlewares making one span, ASGI 2 apps.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
@@ -377,3 +378,80 @@ def test_add_middleware_mounting(kind: str, server: str) -> None:
     assert span.attributes["http.response.status_code"] == 500
     assert span.attributes["error.type"] == "RuntimeError"
     assert [e.name for e in span.events] == ["exception"]
+
+
+# ------------------------------------------------------------------ response extensions
+class ExtensionShim:
+    """Plays a server that supports the pathsend and trailers extensions (as Granian and
+    HTTP/2 servers do) in front of uvicorn: advertises them in the scope and turns the
+    extension messages into plain body messages, noting when each arrived."""
+
+    def __init__(self, app: Any, probe: Probe) -> None:
+        self.app, self.probe = app, probe
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope["extensions"] = {
+            **scope.get("extensions", {}),
+            "http.response.pathsend": {},
+            "http.response.trailers": {},
+        }
+
+        async def server_send(message: Any) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                message = {k: v for k, v in message.items() if k != "trailers"}
+            elif kind == "http.response.pathsend":
+                self.probe.note("pathsend_ns", time.time_ns())
+                with open(message["path"], "rb") as f:
+                    message = {"type": "http.response.body", "body": f.read()}
+            elif kind == "http.response.trailers":
+                self.probe.note("trailers_ns", time.time_ns())
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            elif kind == "http.response.body" and scope["path"] == "/trailers":
+                message = {**message, "more_body": True}  # the trailers message ends it
+            await send(message)
+
+        await self.app(scope, receive, server_send)
+
+
+def test_pathsend_and_trailers_end_the_span(tmp_path: Any) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse
+    from starlette.routing import Route
+
+    file = tmp_path / "report.txt"
+    file.write_bytes(b"report body")
+
+    async def report(request: Any) -> FileResponse:
+        return FileResponse(file)
+
+    class WithTrailers:  # a raw ASGI endpoint (an object, so Route does not wrap it)
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "trailers": True})
+            await send({"type": "http.response.body", "body": b"data"})
+            await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"1")]})
+            await asyncio.sleep(0.05)  # the span must not wait for the app to return
+            probe.note("returned_ns", time.time_ns())
+
+    sink, probe = SpanSink(), Probe()
+    routes = [Route("/report.txt", report), Route("/trailers", WithTrailers())]
+    app = ExtensionShim(
+        TracewireMiddleware(Starlette(routes=routes), tracer_provider=sink.provider), probe
+    )
+    with serve(app, "uvicorn") as running:
+        trace_id, parent_id = new_ids()
+        headers = {"traceparent": traceparent(trace_id, parent_id)}
+        assert fetch(running.url + "/report.txt", headers=headers).content == b"report body"
+        span = sink.of_trace(trace_id)
+        assert span.end_time >= probe.get("pathsend_ns")
+        assert span.name == "GET /report.txt"
+
+        trace_id, parent_id = new_ids()
+        headers = {"traceparent": traceparent(trace_id, parent_id)}
+        assert fetch(running.url + "/trailers", headers=headers).content == b"data"
+        span = sink.of_trace(trace_id)
+        returned = wait_for(lambda: probe.get("returned_ns"))
+        assert probe.get("trailers_ns") <= span.end_time < returned

@@ -26,6 +26,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RouteOf = Callable[[Scope], "str | None"]
 
 _TRACED = frozenset(("http", "websocket"))
+_BODY = frozenset(("http.response.body", "http.response.zerocopysend"))
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -203,21 +204,16 @@ class _HttpResponse:
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.start":
-            message = self._started(message)
-            await self.send(message)
-        elif (
-            (
-                kind == "http.response.body"
-                and not message.get("more_body", False)
-                and not self.trailers
-            )
-            or kind == "http.response.pathsend"
-            or (kind == "http.response.trailers" and not message.get("more_trailers", False))
+            await self.send(self._started(message))
+            return
+        await self.send(message)
+        if kind in _BODY:
+            if not message.get("more_body", False) and not self.trailers:
+                self._completed()
+        elif kind == "http.response.pathsend" or (
+            kind == "http.response.trailers" and not message.get("more_trailers", False)
         ):
-            await self.send(message)
             self._completed()
-        else:
-            await self.send(message)
 
     def _started(self, message: Message) -> Message:
         try:
