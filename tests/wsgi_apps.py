@@ -407,7 +407,7 @@ def build_falcon(settings: Settings | None, provider: Any = None) -> Any:
             resp.set_stream(open(FILE_PATH, "rb"), os.path.getsize(FILE_PATH))  # noqa: SIM115
 
     app = falcon.App(middleware=[RouteTemplate()])
-    app.add_error_handler(Boom, record_exception)
+    app.add_error_handler(Exception, record_exception)
     app.add_route("/hello", Hello())
     app.add_route("/health", Hello())
     app.add_route("/items/{item_id:int}", Item())
