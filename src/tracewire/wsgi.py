@@ -327,8 +327,7 @@ class TracewireWSGIMiddleware:
             environ,
             wsgi_getter,
             environ.get("REQUEST_METHOD", "GET"),
-            # begin() reads the path only to match exclusions: skip decoding it otherwise.
-            request_path(environ) if tracer.excluded is not None else "",
+            request_path(environ),
             _attributes,
             environ,
             _origin,
