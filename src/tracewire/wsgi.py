@@ -183,7 +183,7 @@ class _Body:
     def __init__(self, result: Iterable[bytes], context: Context, state: _Request | None) -> None:
         self._result = result
         self._context = context
-        self._state = state  # None for an excluded path: context only, no span
+        self._state = state  # None: the context only (an excluded or non-recording request)
         self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
