@@ -8,6 +8,7 @@ middlewares making one span, ASGI 2 apps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
@@ -455,3 +456,84 @@ def test_pathsend_and_trailers_end_the_span(tmp_path: Any) -> None:
         span = sink.of_trace(trace_id)
         returned = wait_for(lambda: probe.get("returned_ns"))
         assert probe.get("trailers_ns") <= span.end_time < returned
+
+
+# ------------------------------------------------------------------- detached on every path
+@pytest.mark.parametrize(
+    "path", ["/ok", "/raise", "/cancel", "/excluded", "/unsampled", "/ws-raise", "/lifespan"]
+)
+def test_context_is_detached_on_every_path(path: str) -> None:
+    """What is current in the server's task after the middleware returned (or raised) is what
+    was current before: only observable from the caller, so the test plays the server."""
+    from opentelemetry import context as otel_context
+
+    sink = SpanSink()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert trace.get_current_span().get_span_context().is_valid or path == "/lifespan"
+        if scope["path"] in ("/raise", "/ws-raise"):
+            raise RuntimeError("app failed")
+        if scope["path"] == "/cancel":
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            await asyncio.sleep(30)  # cancelled by the "server"
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = TracewireMiddleware(
+        app, Settings(excluded_paths=["/excluded"]), tracer_provider=sink.provider
+    )
+    kind = {"/ws-raise": "websocket", "/lifespan": "lifespan"}.get(path, "http")
+    flags = "00" if path == "/unsampled" else "01"
+    trace_id, parent_id = new_ids()
+
+    def scope(kind: str, path: str) -> dict[str, Any]:
+        return {
+            "type": kind,
+            "path": path,
+            "method": "GET",
+            "headers": [(b"traceparent", traceparent(trace_id, parent_id, flags).encode())],
+        }
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def server() -> tuple[bool, str]:
+        token = otel_context.attach(otel_context.set_value("sentinel", "kept"))
+        before = otel_context.get_current()
+        task = asyncio.ensure_future(middleware(scope(kind, path), receive, send))
+        if path == "/cancel":
+            await asyncio.sleep(0.05)
+            task.cancel()
+            path_of_second = "/ok"
+        else:
+            path_of_second = path
+        outcome = "returned"
+        try:
+            await task
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+        except RuntimeError:
+            outcome = "raised"
+        # That call ran in a task of its own (a copy of this context); call again in this
+        # very task, so a missing detach would show here.
+        with contextlib.suppress(RuntimeError):
+            await middleware(scope(kind, path_of_second), receive, send)
+        same = otel_context.get_current() == before
+        otel_context.detach(token)
+        return same, outcome
+
+    same, outcome = asyncio.run(server())
+    assert same
+    expected = {"/raise": "raised", "/ws-raise": "raised", "/cancel": "cancelled"}
+    assert outcome == expected.get(path, "returned")
+    spans = [s for s in sink.server_spans() if f"{s.context.trace_id:032x}" == trace_id]
+    assert len(spans) == (2 if path in ("/ok", "/raise", "/cancel", "/ws-raise") else 0)
+    errors = sorted(str(s.attributes.get("error.type")) for s in spans)
+    if path == "/cancel":  # the second call ran /ok
+        assert errors == ["None", "asyncio.exceptions.CancelledError"]
+    elif path in ("/raise", "/ws-raise"):
+        assert errors == ["RuntimeError", "RuntimeError"]
