@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import Any, cast
 
 from opentelemetry.baggage import clear as clear_baggage
 from opentelemetry.context import Context, create_key, get_current, set_value
 from opentelemetry.propagators.textmap import Setter, TextMapPropagator
 from opentelemetry.trace import (
+    NonRecordingSpan,
     Span,
+    SpanContext,
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     TracerProvider,
     get_current_span,
     get_tracer,
@@ -64,10 +67,12 @@ INSTRUMENTATION_NAME = "tracewire"
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 Headers = MutableMapping[str, str]
+HeaderNames = Callable[[Any], Collection[str]]
 
 logger = logging.getLogger("tracewire")
 
 _ERROR = Status(StatusCode.ERROR)
+_RANDOM_FLAG = 0x02  # W3C Level 2 random-trace-id flag, kept on a not-sampled child
 _REDACTED_USERINFO = f"{semconv.REDACTED}:{semconv.REDACTED}@"
 # Attribute names by which another instrumentation's HTTP CLIENT span is recognised (stable
 # and pre-stable semantic conventions).
@@ -142,7 +147,7 @@ def sanitize_url(url: str, redact_query: frozenset[str]) -> str:
     ``https://user:pw@host/p?sig=abc&x=1`` becomes
     ``https://REDACTED:REDACTED@host/p?sig=REDACTED&x=1`` (semantic conventions' form).
     """
-    start = url.find("://")
+    start = url.find("://") if "@" in url else -1
     if start != -1:
         start += 3
         end = len(url)
@@ -180,7 +185,10 @@ class _Recorder(Setter[Headers]):
         self.keys: list[str] = []
 
     def set(self, carrier: Headers, key: str, value: str) -> None:
-        headers_setter.set(carrier, key, value)
+        if type(carrier) is dict:
+            headers_setter.set(carrier, key, value)
+        else:  # case-insensitive mappings replace every spelling themselves
+            carrier[key] = value
         self.keys.append(key)
 
 
@@ -198,9 +206,59 @@ def _note_outer_instrumentation() -> None:
         )
 
 
+def lower_names(headers: Any) -> Collection[str]:
+    """The lowercase names of the headers in any mapping (the generic, slower way)."""
+    return {name.lower() for name in headers}
+
+
+def _unsampled_ids(tracer: Any) -> tuple[Any, bool, bool] | None:
+    """``(id generator, remote-parent fast, local-parent fast)`` for an SDK tracer.
+
+    Under the SDK's default ``ParentBased`` sampler a not-sampled parent always yields a
+    not-sampled child, so that child can be made here without the sampler round trip (most of
+    the cost of an unsampled request), exactly as the SDK would make it. ``None`` while the
+    global provider is still a proxy (asked again later); ``(None, False, False)`` when the
+    configuration offers no such shortcut.
+    """
+    real = tracer
+    if type(tracer).__name__ == "ProxyTracer":
+        real = getattr(tracer, "_tracer", None)
+        if real is None or type(real).__name__ in ("NoOpTracer", "ProxyTracer"):
+            return None
+    none = (None, False, False)
+    try:
+        from opentelemetry.sdk.trace import Tracer as SdkTracer
+        from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
+    except ImportError:  # pragma: no cover - the SDK is a dependency
+        return none
+    if not isinstance(real, SdkTracer) or type(real.sampler) is not ParentBased:
+        return none
+
+    def always_off(name: str) -> bool:
+        sampler = getattr(real.sampler, name, None)
+        return (
+            isinstance(sampler, StaticSampler) and sampler.get_description() == "AlwaysOffSampler"
+        )
+
+    return (
+        real.id_generator,
+        always_off("_remote_parent_not_sampled"),
+        always_off("_local_parent_not_sampled"),
+    )
+
+
+def _remove(headers: Headers, keys: list[str]) -> None:
+    for key in keys:
+        try:  # noqa: SIM105 - per request; contextlib.suppress would add a context manager
+            del headers[key]
+        except KeyError:  # the caller removed it already (e.g. a request hook)
+            pass
+
+
 def _is_http_client_span(span: Span) -> bool:
     # SDK spans expose ``kind`` and ``attributes``; API-only spans do not, and are not it.
-    if getattr(span, "kind", None) is not SpanKind.CLIENT:
+    # (A non-recording span cannot be told apart; its instrumentation's headers still are.)
+    if not span.is_recording() or getattr(span, "kind", None) is not SpanKind.CLIENT:
         return False
     attributes: Mapping[str, Any] | None = getattr(span, "attributes", None)
     if not attributes:
@@ -236,10 +294,11 @@ class ClientTracer:
             raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
         self.settings = settings
         self.tracer = get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider)
-        self.injectors: tuple[tuple[str, TextMapPropagator, tuple[str, ...]], ...] = tuple(
-            (name, propagator, tuple(sorted(propagator.fields)))
+        self.injectors: tuple[tuple[str, TextMapPropagator, frozenset[str]], ...] = tuple(
+            (name, propagator, frozenset(f.lower() for f in propagator.fields))
             for name, propagator in settings.inject_propagator.injectors
         )
+        self.all_fields = frozenset().union(*(fields for _, _, fields in self.injectors))
         self.may_propagate = settings.may_propagate
         self.may_send_baggage = settings.may_send_baggage
         # Both None: every host gets everything, no per-request matching at all.
@@ -251,6 +310,27 @@ class ClientTracer:
         self.request_hook: Callable[..., Any] | None = settings.client_request_hook
         self.response_hook: Callable[..., Any] | None = settings.client_response_hook
         self.redact_query = frozenset(settings.redact_query_params)
+        self._fast: tuple[Any, bool, bool] | None = None
+
+    def unsampled_child(self, parent: SpanContext) -> Span | None:
+        """The not-sampled child of a not-sampled ``parent`` without the sampler, if possible."""
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = _unsampled_ids(self.tracer)
+            if fast is None:
+                return None
+        ids, remote_ok, local_ok = fast
+        if ids is None or not (remote_ok if parent.is_remote else local_ok):
+            return None
+        return NonRecordingSpan(
+            SpanContext(
+                parent.trace_id,
+                ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=TraceFlags(parent.trace_flags & _RANDOM_FLAG),
+                trace_state=parent.trace_state,
+            )
+        )
 
     def start(
         self,
@@ -261,6 +341,7 @@ class ClientTracer:
         url: object,
         headers: Headers,
         request: object,
+        header_names: HeaderNames = lower_names,
     ) -> ClientCall | None:
         """Begin one attempt; ``None`` when this request is not tracewire's to trace.
 
@@ -270,6 +351,8 @@ class ClientTracer:
             url: the full URL; ``str(url)`` is only taken for a recording span.
             headers: the outgoing request's case-insensitive header mapping (injected into).
             request: the library's request object, handed to the hooks.
+            header_names: ``header_names(headers)``, the lowercase names present in the
+                library's header mapping (a view it keeps is best; asked at most once).
 
         ``None`` means: instrumentation is suppressed in the current context (OpenTelemetry's
         ``suppress_instrumentation`` / ``suppress_http_instrumentation``, set by exporters
@@ -281,7 +364,8 @@ class ClientTracer:
             if ctx.get(SUPPRESS_HTTP_KEY) or ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_PLAIN_KEY):
                 return None
             current = get_current_span(ctx)
-            if self.require_parent and not current.get_span_context().is_valid:
+            parent_span = current.get_span_context()
+            if self.require_parent and not parent_span.is_valid:
                 return None
             own_span = not _is_http_client_span(current)
             if not own_span:
@@ -289,8 +373,10 @@ class ClientTracer:
             if port is None:
                 port = DEFAULT_PORTS.get(scheme)
             call = ClientCall(
-                self, ctx, own_span, method, scheme, host, port, url, headers, request
+                self, ctx, parent_span, own_span, method, scheme, host, port, url, headers
             )
+            call.request = request
+            call.header_names = header_names
         except Exception as exc:
             _fault("start", exc)
             return None
@@ -314,12 +400,14 @@ class ClientCall:
     __slots__ = (
         "context",
         "ended",
+        "header_names",
         "headers",
         "host",
         "injected",
         "method",
         "own_span",
         "parent",
+        "parent_span",
         "port",
         "recording",
         "request",
@@ -333,6 +421,7 @@ class ClientCall:
         self,
         tracer: ClientTracer,
         parent: Context,
+        parent_span: SpanContext,
         own_span: bool,
         method: str,
         scheme: str,
@@ -340,10 +429,10 @@ class ClientCall:
         port: int | None,
         url: object,
         headers: Headers,
-        request: object,
     ) -> None:
         self.tracer = tracer
         self.parent = parent
+        self.parent_span = parent_span
         self.own_span = own_span
         self.method = method
         self.scheme = scheme
@@ -351,7 +440,8 @@ class ClientCall:
         self.port = port
         self.url = url
         self.headers = headers
-        self.request = request
+        self.request: object = None
+        self.header_names: HeaderNames = lower_names
         self.span: Span | None = None
         self.recording = False
         self.ended = False
@@ -365,13 +455,18 @@ class ClientCall:
         ctx = self.parent
         if self.own_span:
             try:
-                name, original = semconv.normalize_method(self.method)
-                span = tracer.tracer.start_span(name, ctx, kind=SpanKind.CLIENT)
+                span = None
+                parent = self.parent_span
+                if parent.is_valid and not parent.trace_flags.sampled:
+                    span = tracer.unsampled_child(parent)
+                if span is None:
+                    name, original = semconv.normalize_method(self.method)
+                    span = tracer.tracer.start_span(name, ctx, kind=SpanKind.CLIENT)
+                    if span.is_recording():
+                        self.recording = True
+                        self._describe(span, name, original)
                 self.span = span
                 ctx = set_span_in_context(span, ctx)
-                if span.is_recording():
-                    self.recording = True
-                    self._describe(span, name, original)
             except Exception as exc:
                 _fault("span", exc)
         if tracer.injectors:
@@ -387,9 +482,10 @@ class ClientCall:
 
         ``headers``: the mapping the retry is sent with, if not the original request's.
         """
-        return ClientCall(
+        call = ClientCall(
             self.tracer,
             self.parent,
+            self.parent_span,
             self.own_span,
             self.method,
             self.scheme,
@@ -397,8 +493,10 @@ class ClientCall:
             self.port,
             self.url,
             self.headers if headers is None else headers,
-            self.request,
-        ).open()
+        )
+        call.request = self.request
+        call.header_names = self.header_names
+        return call.open()
 
     def _describe(self, span: Span, name: str, original: str | None) -> None:
         tracer = self.tracer
@@ -427,20 +525,18 @@ class ClientCall:
             if not tracer.may_send_baggage(self.host, self.port, self.scheme, origin):
                 ctx = clear_baggage(ctx)
         headers = self.headers
+        # One pass over the request's header names, not one lookup per propagator field.
+        taken = tracer.all_fields.intersection(self.header_names(headers))
         recorder = _Recorder()
         self.injected = recorder.keys
         for name, propagator, fields in tracer.injectors:
-            taken = None
-            for field in fields:
-                if field in headers:
-                    taken = field
-                    break
-            if taken is not None:
+            if taken and not taken.isdisjoint(fields):
                 # An outer instrumentation's headers are expected; the caller's are worth a note.
                 if self.own_span:
+                    field = min(taken.intersection(fields))
                     warn_limited(
                         f"client-explicit-header:{name}",
-                        f"outgoing request already has a {taken!r} header; tracewire does not "
+                        f"outgoing request already has a {field!r} header; tracewire does not "
                         f"inject {name} for it and sends the caller's headers unchanged",
                     )
                 continue
@@ -450,8 +546,7 @@ class ClientCall:
             except Exception as exc:
                 # One broken propagator must not cost the others: take back what it set.
                 _fault(f"inject:{name}", exc)
-                for key in recorder.keys[done:]:
-                    headers.pop(key, None)
+                _remove(headers, recorder.keys[done:])
                 del recorder.keys[done:]
 
     # ------------------------------------------------------------------------------ the send
@@ -462,9 +557,7 @@ class ClientCall:
             return
         self.injected = []
         try:
-            headers = self.headers
-            for key in keys:
-                headers.pop(key, None)
+            _remove(self.headers, keys)
         except Exception as exc:
             _fault("cleanup", exc)
 

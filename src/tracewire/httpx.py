@@ -61,17 +61,18 @@ def _client_tracer(
 def _start(tracer: ClientTracer, request: httpx.Request) -> ClientCall | None:
     url = request.url
     return tracer.start(
-        request.method, url.scheme, url.host, url.port, url, request.headers, request
+        request.method, url.scheme, url.host, url.port, url, request.headers, request, _NAMES
     )
 
 
+_NAMES = httpx.Headers.keys  # lowercase names already
+
+
 def _respond(call: ClientCall, response: httpx.Response) -> None:
-    version = None
-    if call.recording:
-        raw: object = response.extensions.get("http_version")
-        version = _VERSIONS.get(raw) if isinstance(raw, bytes) else None
-        if version is None:
-            version = protocol_version(raw)
+    raw: object = response.extensions.get("http_version")
+    version = _VERSIONS.get(raw) if isinstance(raw, bytes) else None
+    if version is None:
+        version = protocol_version(raw)
     call.respond(response.status_code, version, response)
 
 
@@ -175,12 +176,13 @@ class TracingTransport(httpx.BaseTransport):
         finally:
             detach(token)
             call.cleanup()
-        _respond(call, response)
-        stream = response.stream
-        if call.span is not None and isinstance(stream, httpx.SyncByteStream):
-            response.stream = _TracedStream(stream, call)
-        else:
-            call.end()
+        if call.recording:  # a non-recording span has nothing to end or describe
+            _respond(call, response)
+            stream = response.stream
+            if isinstance(stream, httpx.SyncByteStream):
+                response.stream = _TracedStream(stream, call)
+            else:
+                call.end()
         return response
 
     def close(self) -> None:
@@ -235,12 +237,13 @@ class AsyncTracingTransport(httpx.AsyncBaseTransport):
         finally:
             detach(token)
             call.cleanup()
-        _respond(call, response)
-        stream = response.stream
-        if call.span is not None and isinstance(stream, httpx.AsyncByteStream):
-            response.stream = _AsyncTracedStream(stream, call)
-        else:
-            call.end()
+        if call.recording:
+            _respond(call, response)
+            stream = response.stream
+            if isinstance(stream, httpx.AsyncByteStream):
+                response.stream = _AsyncTracedStream(stream, call)
+            else:
+                call.end()
         return response
 
     async def aclose(self) -> None:

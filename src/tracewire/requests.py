@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, cast
 
 import requests
@@ -30,7 +30,14 @@ from opentelemetry.trace import TracerProvider
 from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool
 
-from tracewire.client import ClientCall, ClientTracer, _fault, protocol_version, split_url
+from tracewire.client import (
+    ClientCall,
+    ClientTracer,
+    _fault,
+    lower_names,
+    protocol_version,
+    split_url,
+)
 from tracewire.settings import Settings
 
 __all__ = [
@@ -165,7 +172,7 @@ def _ending(chunks: Iterator[Any], call: ClientCall) -> Iterator[Any]:
 
 def _bind(response: requests.Response, call: ClientCall) -> requests.Response:
     """End ``call`` with the body of ``response``, or now if the body cannot be followed."""
-    if call.span is not None and type(response) is requests.Response:
+    if type(response) is requests.Response:
         try:
             response.__class__ = _TracedResponse
             cast(_TracedResponse, response)._tracewire_call = call
@@ -174,6 +181,12 @@ def _bind(response: requests.Response, call: ClientCall) -> requests.Response:
             _fault("response-body", exc)
     call.end()
     return response
+
+
+def _header_names(headers: Any) -> Collection[str]:
+    # CaseInsensitiveDict keeps its entries in a dict keyed by lowercase name.
+    store = getattr(headers, "_store", None)
+    return store.keys() if isinstance(store, dict) else lower_names(headers)
 
 
 class TracingAdapter(BaseAdapter):
@@ -217,13 +230,15 @@ class TracingAdapter(BaseAdapter):
         self.tracer = tracer
         # pool manager -> the pool classes it had, for unwrap()
         self._managers: list[tuple[Any, dict[str, type[Any]]]] = []
+        proxies = getattr(adapter, "proxy_manager", None)
+        self._proxies: Mapping[Any, Any] = proxies if isinstance(proxies, Mapping) else {}
+        self._proxies_seen = -1
         self._trace_managers()
 
     def _trace_managers(self) -> None:
         managers = [getattr(self.adapter, "poolmanager", None)]
-        proxies = getattr(self.adapter, "proxy_manager", None)
-        if isinstance(proxies, Mapping):
-            managers.extend(proxies.values())
+        self._proxies_seen = len(self._proxies)
+        managers.extend(self._proxies.values())
         known = {id(m) for m, _ in self._managers}
         for manager in managers:
             if manager is not None and id(manager) not in known:
@@ -258,14 +273,14 @@ class TracingAdapter(BaseAdapter):
             detach(token)
             call.cleanup()
             exchange.call.cleanup()
-            if exchange.pool_calls == 0:
+            if exchange.pool_calls == 0 and len(self._proxies) != self._proxies_seen:
                 # A pool built untraced (e.g. a proxy manager made on first use): trace it now
                 # so that this adapter's next requests through it show their retries.
                 self._trace_managers()
         final = exchange.call
-        version = (
-            protocol_version(getattr(response.raw, "version", None)) if final.recording else None
-        )
+        if not final.recording:  # a non-recording span has nothing to end or describe
+            return response
+        version = protocol_version(getattr(response.raw, "version", None))
         final.respond(response.status_code, version, response)
         return _bind(response, final)
 
@@ -277,7 +292,7 @@ class TracingAdapter(BaseAdapter):
             _fault("url", exc)
             return None
         return self.tracer.start(
-            request.method or "", scheme, host, port, url, request.headers, request
+            request.method or "", scheme, host, port, url, request.headers, request, _header_names
         )
 
     def close(self) -> None:
