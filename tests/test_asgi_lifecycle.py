@@ -201,6 +201,8 @@ def test_large_body_after_traced_request_on_same_connection_starts_clean(
         assert first.json()["trace_id"] == trace_id
         second = client.post("/upload", content=body)
         assert second.status_code == 200
+        resets = getattr(getattr(running, "server", None), "config", None)
+        resets = bool(getattr(resets, "reset_contextvars", False))
         seen = second.json()
     assert seen["size"] == len(body)
     assert seen["trace_id"] != trace_id
@@ -214,7 +216,7 @@ def test_large_body_after_traced_request_on_same_connection_starts_clean(
     assert f"{first_span.parent.span_id:016x}" == parent_id
     # One connection served both (keep-alive), so this is the scenario that matters.
     assert span.attributes["client.port"] == first_span.attributes["client.port"]
-    if server == "uvicorn":
+    if server == "uvicorn" and not resets:
         # uvicorn (without its opt-in reset_contextvars) started the second request in the
         # first one's context: the leak is real, and tracewire ignored it.
         assert probe.get("entry /upload") is True
