@@ -199,6 +199,7 @@ def run_inprocess(
     app_name: str = "raw",
     processor: str = "simple",
     variants: tuple[str, ...] | None = None,
+    clock: str = "cpu",
 ) -> list[SuiteResult]:
     """The in-process suite: one ``SuiteResult`` per sampling mode."""
     results = []
@@ -214,7 +215,7 @@ def run_inprocess(
                 app = wrap(name, APPS[app_name](), tracing.provider, mode)
                 _check(app, template, loop, tracing, mode, name)
                 plan.append(Variant(name, _runner(app, template, loop), role, note))
-            measured = measure(plan, iterations, rounds)
+            measured = measure(plan, iterations, rounds, clock)
             suite = SuiteResult(
                 f"asgi[{app_name}]", mode, "in-process", measured, iterations, rounds
             )
@@ -222,7 +223,7 @@ def run_inprocess(
                 tracing.flush()
                 suite.exported[name] = tracing.exporter.count
                 tracing.shutdown()
-            suite.notes.append(f"span processor: {processor}")
+            suite.notes.append(f"span processor: {processor}; clock: {clock}")
             results.append(suite)
     finally:
         loop.close()

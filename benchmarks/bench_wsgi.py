@@ -170,6 +170,7 @@ def run_inprocess(
     rounds: int,
     modes: tuple[str, ...] = MODES,
     processor: str = "simple",
+    clock: str = "cpu",
 ) -> list[SuiteResult]:
     results = []
     for mode in modes:
@@ -182,13 +183,18 @@ def run_inprocess(
             _check(app, template, tracing, mode, name)
             plan.append(Variant(name, _runner(app, template), role, note))
         suite = SuiteResult(
-            "wsgi[raw]", mode, "in-process", measure(plan, iterations, rounds), iterations, rounds
+            "wsgi[raw]",
+            mode,
+            "in-process",
+            measure(plan, iterations, rounds, clock),
+            iterations,
+            rounds,
         )
         for name, tracing in tracings.items():
             tracing.flush()
             suite.exported[name] = tracing.exporter.count
             tracing.shutdown()
-        suite.notes.append(f"span processor: {processor}")
+        suite.notes.append(f"span processor: {processor}; clock: {clock}")
         results.append(suite)
     return results
 

@@ -24,7 +24,7 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.context import attach, detach
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import SpanKind, set_span_in_context
 
 from benchmarks._harness import MODES, Tracing, parent_context
@@ -88,8 +88,14 @@ def profile(path: str, mode: str, requests: int, top: int, sort: str) -> str:
     return out.getvalue()
 
 
-def breakdown(mode: str, number: int = 20000) -> list[tuple[str, float]]:
-    """Microseconds per call of the building blocks of one traced server request."""
+def breakdown(mode: str, number: int = 2000, repeat: int = 25) -> list[tuple[str, float]]:
+    """Microseconds per call of the building blocks of a traced request (best of ``repeat``).
+
+    The best of many short repeats is the cost with the least interference from other work
+    on the machine; the blocks overlap, so they do not add up to a variant's overhead.
+    """
+    import httpx
+
     from benchmarks.bench_asgi import scope_template
     from tracewire import Settings
     from tracewire.asgi import _attributes
@@ -100,36 +106,73 @@ def breakdown(mode: str, number: int = 20000) -> list[tuple[str, float]]:
     tracer = tracing.provider.get_tracer("breakdown")
     scope = scope_template(mode)
     headers = scope["headers"]
-    extract = settings.composite.extract_detailed
+    composite = settings.composite
+    extract = composite.extract_detailed
+    (_, tracecontext), (_, baggage) = composite.extractors[:2]
     ctx = extract(headers, asgi_getter).context
+    empty = Context()
     span = tracer.start_span("GET", ctx, kind=SpanKind.SERVER)
     attributes = _attributes(scope)
     parent = parent_context(mode)
+    client_ctx = set_span_in_context(span, ctx)
+    outgoing = httpx.Headers({"host": "example.com", "accept": "*/*", "user-agent": "bench"})
+    fields = sorted(settings.inject_propagator.fields)
+    inject = settings.inject_propagator.inject
 
     def start_end() -> None:
         tracer.start_span("GET", ctx, kind=SpanKind.SERVER).end()
 
-    def set_attributes() -> None:
-        span.set_attributes(attributes)
+    def start_set_end() -> None:
+        started = tracer.start_span("GET", ctx, kind=SpanKind.SERVER)
+        started.set_attributes(attributes)
+        started.end()
 
+    def start_with_attributes_end() -> None:
+        tracer.start_span("GET", ctx, kind=SpanKind.SERVER, attributes=attributes).end()
+
+    def inject_httpx() -> None:
+        inject(outgoing, client_ctx)
+        for name in fields:
+            outgoing.pop(name, None)
+
+    def inject_dict() -> None:
+        inject({}, client_ctx)
+
+    def contains_httpx() -> None:
+        for name in fields:
+            _ = name in outgoing
+
+    n = len(attributes)
     items: list[tuple[str, Callable[[], Any]]] = [
         (
-            "composite.extract_detailed (tracecontext+baggage)",
+            "server: composite.extract_detailed (tracecontext+baggage)",
             lambda: extract(headers, asgi_getter),
         ),
         (
-            "asgi_getter.get(headers, 'traceparent')",
+            "server: tracecontext extract alone",
+            lambda: tracecontext.extract(headers, empty, asgi_getter),
+        ),
+        (
+            "server: baggage extract alone (no baggage header)",
+            lambda: baggage.extract(headers, empty, asgi_getter),
+        ),
+        (
+            "server: one asgi_getter.get over 6 headers",
             lambda: asgi_getter.get(headers, "traceparent"),
         ),
-        ("SDK start_span + end (parent given)", start_end),
-        ("asgi._attributes(scope)", lambda: _attributes(scope)),
-        ("span.set_attributes (the asgi attributes)", set_attributes),
-        ("set_span_in_context", lambda: set_span_in_context(span, ctx)),
-        ("attach + detach", lambda: detach(attach(parent))),
+        ("server: asgi._attributes(scope)", lambda: _attributes(scope)),
+        ("SDK: start_span + end, no attributes", start_end),
+        (f"SDK: start_span + set_attributes({n}) + end", start_set_end),
+        (f"SDK: start_span(attributes={n}) + end", start_with_attributes_end),
+        ("API: set_span_in_context", lambda: set_span_in_context(span, ctx)),
+        ("API: attach + detach", lambda: detach(attach(parent))),
+        ("client: inject tracecontext+baggage into httpx.Headers + pop", inject_httpx),
+        ("client: inject tracecontext+baggage into a dict", inject_dict),
+        ("client: 'name in httpx.Headers' for each injected field", contains_httpx),
     ]
     results = []
     for name, fn in items:
-        best = min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+        best = min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
         results.append((name, best))
     span.end()
     tracing.shutdown()
@@ -147,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     modes = MODES if args.mode == "both" else (args.mode,)
     for mode in modes:
-        print(f"## breakdown ({mode}): best of 5 x 20000 calls")
+        print(f"## breakdown ({mode}): best of 25 x 2000 calls")
         for name, us in breakdown(mode):
             print(f"  {us:7.2f} us  {name}")
         print()
