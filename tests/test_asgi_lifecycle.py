@@ -539,3 +539,39 @@ def test_context_is_detached_on_every_path(path: str) -> None:
         assert errors == ["None", "asyncio.exceptions.CancelledError"]
     elif path in ("/raise", "/ws-raise"):
         assert errors == ["RuntimeError", "RuntimeError"]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_rejected_and_failing_websockets(server: str) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()  # websocket.connect
+        if scope["path"] == "/deny":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        raise RuntimeError("websocket handler failed")
+
+    sink = SpanSink()
+    wrapped = TracewireMiddleware(app, tracer_provider=sink.provider)
+    with serve(wrapped, server) as running:
+        for path in ("/deny", "/fail"):
+            trace_id, parent_id = new_ids()
+            with pytest.raises(ConnectionError):
+                websocket_session(
+                    running.host,
+                    running.port,
+                    path,
+                    [("traceparent", traceparent(trace_id, parent_id))],
+                    ["never answered"],
+                )
+            span = sink.of_trace(trace_id)
+            if path == "/deny":  # refused by the app: a 403, not a server error
+                assert span.attributes["http.response.status_code"] == 403
+                assert span.status.status_code == StatusCode.UNSET
+            else:
+                assert span.status.status_code == StatusCode.ERROR
+                assert span.attributes["error.type"] == "RuntimeError"
