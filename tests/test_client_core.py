@@ -64,7 +64,7 @@ class EchoApp:
 
     Routes: ``/echo`` (anything else too), ``/status/<code>``, ``/redirect?to=<url>``,
     ``/flaky?key=<k>&fail=<n>`` (503 the first n times per key), ``/slow?delay=<s>``,
-    ``/stream?chunks=<n>`` (a body in n chunks).
+    ``/stream?chunks=<n>[&stall=<s>]`` (a body in n chunks, the end after s seconds).
     """
 
     seen: list[Seen] = field(default_factory=list)
@@ -97,6 +97,8 @@ class EchoApp:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             for _ in range(int(query.get("chunks", "3"))):
                 await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+            if "stall" in query:  # the rest of the body comes late (a read timeout mid-body)
+                await asyncio.sleep(float(query["stall"]))
             await send({"type": "http.response.body", "body": b""})
             return
         await send(
@@ -435,6 +437,45 @@ def test_unsampled_span_injects_but_builds_nothing() -> None:
     assert headers["traceparent"].endswith("-00") or headers["traceparent"].endswith("-02")
     call.end()
     assert called == []
+
+
+def _remote_parent(flags: int) -> Any:
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    span_context = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(flags))
+    return set_span_in_context(NonRecordingSpan(span_context))
+
+
+@pytest.mark.parametrize(("flags", "sent"), [(0x00, "00"), (0x02, "02")])
+def test_unsampled_parent_skips_the_sampler(tracing: Any, flags: int, sent: str) -> None:
+    tracer = ClientTracer(Settings(), tracing.provider)
+    headers = _headers()
+    token = context.attach(_remote_parent(flags))
+    try:
+        call = _start(tracer, headers)
+    finally:
+        context.detach(token)
+    assert call.span is not None and not call.recording
+    span_context = call.span.get_span_context()
+    assert span_context.trace_id == 0xABC and span_context.span_id not in (0, 0xDEF)
+    trace_id, parent_id = parse_traceparent(headers["traceparent"])
+    assert (trace_id, parent_id) == (0xABC, span_context.span_id)
+    assert headers["traceparent"].endswith("-" + sent)  # the random flag is kept
+    call.end()
+    assert tracing.spans() == []
+
+
+def test_a_sampler_that_records_unsampled_parents_is_asked(tracing: Any) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
+    tracer = ClientTracer(Settings(), provider)
+    token = context.attach(_remote_parent(0))
+    try:
+        call = _start(tracer, _headers())
+    finally:
+        context.detach(token)
+    assert call.recording
 
 
 def test_next_attempt_is_a_sibling_with_fresh_headers(tracing: Any) -> None:

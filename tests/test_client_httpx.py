@@ -14,17 +14,16 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tracewire.httpx as tw_httpx
+from tests import test_client_core as core
 from tests.support.servers import free_port
-from tests.test_client_core import (  # noqa: F401 - fixtures
-    EchoServer,
-    _echo_servers,
-    client_spans,
-    echo,
-    other,
-    parse_traceparent,
-)
+from tests.test_client_core import EchoServer, client_spans, parse_traceparent
 from tracewire import Settings
 from tracewire.httpx import AsyncTracingTransport, TracingTransport
+
+# The echo servers (127.0.0.1 and 127.0.0.2) shared with the core tests, one pair per module.
+_echo_servers = core._echo_servers
+echo = core.echo
+other = core.other
 
 
 def make_client(tracing: Any, settings: Settings | None = None, **kwargs: Any) -> httpx.Client:
@@ -73,9 +72,7 @@ def test_sync_headers_arrive_and_parent_is_the_client_span(tracing: Any, echo: E
     assert "traceparent" not in response.request.headers
 
 
-def test_async_headers_arrive_and_parent_is_the_client_span(
-    tracing: Any, echo: EchoServer
-) -> None:
+def test_async_headers_arrive_and_parent_is_the_client_span(tracing: Any, echo: EchoServer) -> None:
     async def main() -> Any:
         async with make_async_client(tracing) as client:
             with tracing.provider.get_tracer("t").start_as_current_span("root") as root:
@@ -276,6 +273,17 @@ def test_async_stream_span_ends_at_close(tracing: Any, echo: EchoServer) -> None
     assert asyncio.run(main()) == [0, 0, 1]
 
 
+def test_body_failing_midway_makes_the_span_an_error(tracing: Any, echo: EchoServer) -> None:
+    timeout = httpx.Timeout(5.0, read=0.3)
+    with make_client(tracing, timeout=timeout) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.get(f"{echo.url}/stream?chunks=1&stall=2")
+    (span,) = client_spans(tracing.spans())
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["error.type"] == "httpx.ReadTimeout"
+    assert span.status.status_code is StatusCode.ERROR
+
+
 def test_non_streaming_span_ends_with_the_call(tracing: Any, echo: EchoServer) -> None:
     with make_client(tracing) as client:
         response = client.get(f"{echo.url}/stream?chunks=2")
@@ -308,9 +316,10 @@ def test_raising_hooks_leave_the_request_alone(
         raise KeyError("bug in hook")
 
     settings = Settings(client_request_hook=broken, client_response_hook=broken)
-    with caplog.at_level(logging.WARNING, logger="tracewire"), make_client(
-        tracing, settings
-    ) as client:
+    with (
+        caplog.at_level(logging.WARNING, logger="tracewire"),
+        make_client(tracing, settings) as client,
+    ):
         responses = [client.get(f"{echo.url}/echo") for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert all(seen.values("traceparent") for seen in echo.seen)

@@ -15,17 +15,16 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.util.retry import Retry
 
 import tracewire.requests as tw_requests
+from tests import test_client_core as core
 from tests.support.servers import free_port
-from tests.test_client_core import (  # noqa: F401 - fixtures
-    EchoServer,
-    _echo_servers,
-    client_spans,
-    echo,
-    other,
-    parse_traceparent,
-)
+from tests.test_client_core import EchoServer, client_spans, parse_traceparent
 from tracewire import Settings
 from tracewire.requests import TracingAdapter, instrument_session, uninstrument_session
+
+# The echo servers (127.0.0.1 and 127.0.0.2) shared with the core tests, one pair per module.
+_echo_servers = core._echo_servers
+echo = core.echo
+other = core.other
 
 
 def make_session(
@@ -262,6 +261,15 @@ def test_stream_span_ends_when_body_is_read(tracing: Any, echo: EchoServer) -> N
     assert len(client_spans(tracing.spans())) == 1
 
 
+def test_body_failing_midway_makes_the_span_an_error(tracing: Any, echo: EchoServer) -> None:
+    with make_session(tracing) as session, pytest.raises(requests.exceptions.ConnectionError):
+        session.get(f"{echo.url}/stream?chunks=1&stall=2", timeout=(5, 0.3))
+    (span,) = client_spans(tracing.spans())
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["error.type"] == "requests.exceptions.ConnectionError"
+    assert span.status.status_code is StatusCode.ERROR
+
+
 def test_non_streaming_span_ends_with_the_call(tracing: Any, echo: EchoServer) -> None:
     with make_session(tracing) as session:
         response = session.get(f"{echo.url}/stream?chunks=2")
@@ -295,9 +303,10 @@ def test_raising_hooks_leave_the_request_alone(
         raise KeyError("bug in hook")
 
     settings = Settings(client_request_hook=broken, client_response_hook=broken)
-    with caplog.at_level(logging.WARNING, logger="tracewire"), make_session(
-        tracing, settings
-    ) as session:
+    with (
+        caplog.at_level(logging.WARNING, logger="tracewire"),
+        make_session(tracing, settings) as session,
+    ):
         responses = [session.get(f"{echo.url}/echo") for _ in range(2)]
     assert [r.status_code for r in responses] == [200, 200]
     assert all(seen.values("traceparent") for seen in echo.seen)
