@@ -141,7 +141,10 @@ class WerkzeugThread(ServerThread):
 
     def start(self) -> None:
         self.thread = threading.Thread(
-            target=self.server.serve_forever, daemon=True, name="werkzeug"
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            daemon=True,
+            name="werkzeug",
         )
         self.thread.start()
         wait_for(lambda: port_open(self.host, self.port), timeout=15)
