@@ -268,6 +268,8 @@ class SuiteResult:
 
     def as_dict(self) -> dict[str, Any]:
         ratio = self.ratio()
+        floor_m = self.by_role("floor")
+        floor = self.ratio(floor_m.name) if floor_m is not None else None
         tracewire = self.by_role("tracewire")
         return {
             "suite": self.suite,
@@ -277,6 +279,7 @@ class SuiteResult:
             "rounds": self.rounds,
             "variants": {m.name: m.as_dict() for m in self.measurements},
             "tracewire_overhead_ratio_vs_contrib": None if ratio is None else round(ratio, 4),
+            "floor_overhead_ratio_vs_contrib": None if floor is None else round(floor, 4),
             "target_ratio": TARGET_RATIO[self.mode] if self.kind == "in-process" else None,
             "budget_us": BUDGET_US[self.mode] if self.kind == "in-process" else None,
             "tracewire_within_budget_us": (

@@ -437,8 +437,8 @@ def run_e2e(
                 )
             else:
                 suite.notes.append(
-                    "wrk not installed: sequential httpx keep-alive requests, us/request = mean "
-                    "latency including the client"
+                    "httpx load (wrk not found, or --load httpx): sequential keep-alive "
+                    "requests, us/request = mean latency including the client"
                 )
             suite.notes.append(f"{seconds:g} s per variant per round; span processor: {processor}")
             results.append(suite)

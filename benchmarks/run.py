@@ -103,6 +103,14 @@ def print_table(suites: Sequence[SuiteResult], out: Any = None) -> None:
                     f"contrib's {best_c:.1f} us",
                     file=out,
                 )
+            floor = suite.by_role("floor")
+            floor_ratio = suite.ratio(floor.name) if floor is not None else None
+            if floor_ratio is not None:
+                beyond = " (the target is below one span)" if floor_ratio > target else ""
+                print(
+                    f"   one bare SDK span alone: {floor_ratio:.3f} x contrib's overhead{beyond}",
+                    file=out,
+                )
             if suite.noisy():
                 print(
                     "   NOISY: overheads moved > 50% between rounds; re-run on a quiet machine",
@@ -117,6 +125,39 @@ def print_table(suites: Sequence[SuiteResult], out: Any = None) -> None:
             print(f"   exported spans: {suite.exported}", file=out)
         for note in suite.notes:
             print(f"   note: {note}", file=out)
+
+
+def markdown(suites: Sequence[SuiteResult]) -> str:
+    """One Markdown table of every suite, for docs/performance.md."""
+    lines = [
+        "| suite | mode | bare µs | tracewire overhead µs | contrib overhead µs "
+        "| SDK-span floor µs | tracewire / contrib | target | verdict |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def cell(m: Any) -> str:
+        if m is None or m.overhead_us is None:
+            return "-"
+        low, high = min(m.overhead_rounds_us), max(m.overhead_rounds_us)
+        return f"{m.overhead_us:.1f} ({low:.0f}-{high:.0f})"
+
+    for suite in suites:
+        bare = suite.by_role("bare")
+        ratio = suite.ratio()
+        verdict = suite.verdict()
+        target = TARGET_RATIO[suite.mode] if suite.kind == "in-process" else None
+        word = "-" if verdict is None else "pass" if verdict else "FAIL"
+        if verdict is not None and suite.noisy():
+            word += " (noisy)"
+        lines.append(
+            f"| {suite.suite} | {suite.mode} | {bare.median_us:.1f} | "
+            f"{cell(suite.by_role('tracewire'))} | {cell(suite.by_role('contrib'))} | "
+            f"{cell(suite.by_role('floor'))} | {'-' if ratio is None else f'{ratio:.3f}'} | "
+            f"{'-' if target is None else f'<= {target:.2f}'} | {word} |"
+            if bare is not None
+            else f"| {suite.suite} | {suite.mode} | - | - | - | - | - | - | - |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _version(dist: str) -> str | None:
@@ -210,6 +251,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="cpu",
         help="in-process timing: this process's CPU time (default; robust on a shared "
         "machine) or wall-clock time",
+    )
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="also write the summary as a Markdown table"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results path")
     parser.add_argument(
@@ -353,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = args.output.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     tmp.replace(args.output)
+    if args.markdown is not None:
+        args.markdown.write_text(markdown(suites), encoding="utf-8")
     total = report["seconds"]["total"]  # type: ignore[index]
     print(f"\nwrote {args.output} in {total:.1f} s", file=sys.stderr)
     return 1 if args.strict and failed else 0
