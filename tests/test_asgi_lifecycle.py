@@ -97,6 +97,7 @@ def test_exception_gives_error_span_and_the_apps_own_500(svc: Service) -> None:
     events = [e for e in span.events if e.name == "exception"]
     assert len(events) == 1
     assert events[0].attributes["exception.message"] == "the app failed"
+    assert span.start_time <= events[0].timestamp <= span.end_time
 
 
 def test_4xx_is_not_an_error(svc: Service) -> None:

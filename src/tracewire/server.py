@@ -271,7 +271,9 @@ class ServerTracer:
         """End ``span``; an exception makes it an error with ``error.type`` and an event."""
         try:
             if exc is not None and span.is_recording():
-                span.record_exception(exc)
+                # Inside the span: a 5xx span ends when its response did, before the app
+                # re-raised the error that caused it.
+                span.record_exception(exc, timestamp=end_time)
                 span.set_attribute(semconv.ERROR_TYPE, semconv.qualified_name(exc))
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             span.end(end_time)
