@@ -365,12 +365,22 @@ def contrib() -> Iterator[RequestsInstrumentor]:
 
 
 def test_contrib_requests_instrumentation_wins(
-    tracing: Any, echo: EchoServer, contrib: RequestsInstrumentor
+    tracing: Any,
+    echo: EchoServer,
+    contrib: RequestsInstrumentor,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr("tracewire.client._told_outer", False)
     contrib.instrument(tracer_provider=tracing.provider)
-    with make_session(tracing) as session, root_span(tracing) as root:
-        session.get(f"{echo.url}/echo")
+    with caplog.at_level(logging.INFO, logger="tracewire"):
+        with make_session(tracing) as session, root_span(tracing) as root:
+            session.get(f"{echo.url}/echo")
+            session.get(f"{echo.url}/echo")
+    assert caplog.text.count("another HTTP instrumentation") == 1  # said once
     # contrib wraps Session.send, above every adapter: its span is the one.
-    (span,) = client_spans(tracing.spans())
-    assert span.instrumentation_scope.name.startswith("opentelemetry.instrumentation.requests")
-    assert_child_of_client_span(echo.seen[0].one("traceparent"), span, root)
+    spans = client_spans(tracing.spans())
+    assert len(spans) == 2
+    for seen, span in zip(echo.seen, spans, strict=True):
+        assert span.instrumentation_scope.name.startswith("opentelemetry.instrumentation.requests")
+        assert_child_of_client_span(seen.one("traceparent"), span, root)

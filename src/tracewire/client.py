@@ -201,8 +201,8 @@ def _note_outer_instrumentation() -> None:
     if not _told_outer:
         _told_outer = True
         logger.info(
-            "another instrumentation already traces this HTTP request (e.g. OpenTelemetry "
-            "contrib); tracewire adds no second CLIENT span for requests it wraps"
+            "another HTTP instrumentation (e.g. OpenTelemetry contrib) already traces requests "
+            "tracewire sees; tracewire adds no second CLIENT span or header for those"
         )
 
 
@@ -361,7 +361,10 @@ class ClientTracer:
         """
         try:
             ctx = get_current()
-            if ctx.get(SUPPRESS_HTTP_KEY) or ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_PLAIN_KEY):
+            if ctx.get(SUPPRESS_HTTP_KEY):
+                _note_outer_instrumentation()
+                return None
+            if ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_PLAIN_KEY):
                 return None
             current = get_current_span(ctx)
             parent_span = current.get_span_context()
