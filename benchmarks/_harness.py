@@ -245,6 +245,16 @@ class SuiteResult:
             return None
         return s / c
 
+    def beyond_floor(self) -> tuple[float, float] | None:
+        """(tracewire, contrib) overhead minus the one-SDK-span floor: each one's own work."""
+        floor, tracewire, contrib = (self.by_role(r) for r in ("floor", "tracewire", "contrib"))
+        if floor is None or tracewire is None or contrib is None:
+            return None
+        f, t, c = floor.overhead_us, tracewire.overhead_us, contrib.overhead_us
+        if f is None or t is None or c is None:
+            return None
+        return t - f, c - f
+
     def verdict(self) -> bool | None:
         """Pass/fail of the ratio target; ``None`` where no target applies."""
         if self.kind != "in-process":
@@ -270,6 +280,7 @@ class SuiteResult:
         ratio = self.ratio()
         floor_m = self.by_role("floor")
         floor = self.ratio(floor_m.name) if floor_m is not None else None
+        own = self.beyond_floor()
         tracewire = self.by_role("tracewire")
         return {
             "suite": self.suite,
@@ -280,6 +291,11 @@ class SuiteResult:
             "variants": {m.name: m.as_dict() for m in self.measurements},
             "tracewire_overhead_ratio_vs_contrib": None if ratio is None else round(ratio, 4),
             "floor_overhead_ratio_vs_contrib": None if floor is None else round(floor, 4),
+            "beyond_floor_us": (
+                None
+                if own is None
+                else {"tracewire": round(own[0], 3), "contrib": round(own[1], 3)}
+            ),
             "target_ratio": TARGET_RATIO[self.mode] if self.kind == "in-process" else None,
             "budget_us": BUDGET_US[self.mode] if self.kind == "in-process" else None,
             "tracewire_within_budget_us": (

@@ -105,12 +105,18 @@ def print_table(suites: Sequence[SuiteResult], out: Any = None) -> None:
                 )
             floor = suite.by_role("floor")
             floor_ratio = suite.ratio(floor.name) if floor is not None else None
-            if floor_ratio is not None:
+            if floor is not None and floor_ratio is not None and contrib is not None:
                 beyond = " (the target is below one span)" if floor_ratio > target else ""
                 print(
                     f"   one bare SDK span alone: {floor_ratio:.3f} x contrib's overhead{beyond}",
                     file=out,
                 )
+                own = suite.beyond_floor()
+                if own is not None:
+                    print(
+                        f"   beyond that span: tracewire {own[0]:.1f} us, contrib {own[1]:.1f} us",
+                        file=out,
+                    )
             if suite.noisy():
                 print(
                     "   NOISY: overheads moved > 50% between rounds; re-run on a quiet machine",
@@ -167,13 +173,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     git = shutil.which("git")
     if git is None:
         return None
     try:
         done = subprocess.run(
-            [git, "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+            [git, "-C", str(HERE.parent), *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -181,7 +187,7 @@ def _git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def environment() -> dict[str, Any]:
@@ -192,7 +198,9 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "--short", "HEAD") or None,
+        # Uncommitted changes under src/ were measured too (the package is installed editable).
+        "src_uncommitted_changes": bool(_git("status", "--porcelain", "--", "src")),
         "versions": {
             name: _version(name)
             for name in (
