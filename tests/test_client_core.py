@@ -465,6 +465,20 @@ def test_unsampled_parent_skips_the_sampler(tracing: Any, flags: int, sent: str)
     assert tracing.spans() == []
 
 
+def test_without_an_sdk_the_parent_context_still_goes_downstream() -> None:
+    from opentelemetry.trace import NoOpTracerProvider
+
+    tracer = ClientTracer(Settings(), NoOpTracerProvider())
+    headers = _headers()
+    token = context.attach(_remote_parent(0x01))
+    try:
+        call = _start(tracer, headers)
+    finally:
+        context.detach(token)
+    assert call is not None and not call.recording
+    assert parse_traceparent(headers["traceparent"]) == (0xABC, 0xDEF)
+
+
 def test_a_sampler_that_records_unsampled_parents_is_asked(tracing: Any) -> None:
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 

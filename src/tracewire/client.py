@@ -177,7 +177,7 @@ def sanitize_url(url: str, redact_query: frozenset[str]) -> str:
 
 
 class _Recorder(Setter[Headers]):
-    """Sets headers through ``headers_setter`` and remembers which, to remove them later."""
+    """Sets headers (like ``headers_setter``) and remembers which, to remove them later."""
 
     __slots__ = ("keys",)
 
@@ -469,7 +469,9 @@ class ClientCall:
                         self.recording = True
                         self._describe(span, name, original)
                 self.span = span
-                ctx = set_span_in_context(span, ctx)
+                if span.get_span_context().is_valid:
+                    ctx = set_span_in_context(span, ctx)
+                # else: no SDK (a no-op tracer); the caller's context still goes downstream.
             except Exception as exc:
                 _fault("span", exc)
         if tracer.injectors:
@@ -534,8 +536,9 @@ class ClientCall:
         self.injected = recorder.keys
         for name, propagator, fields in tracer.injectors:
             if taken and not taken.isdisjoint(fields):
-                # An outer instrumentation's headers are expected; the caller's are worth a note.
-                if self.own_span:
+                # The caller's headers are worth a note; an outer instrumentation's are not
+                # (its span is only recognisable when it records, so unsampled calls are quiet).
+                if self.recording:
                     field = min(taken.intersection(fields))
                     warn_limited(
                         f"client-explicit-header:{name}",
