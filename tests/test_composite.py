@@ -344,3 +344,34 @@ def test_warnings_rate_limited_and_never_show_values(
     assert secret not in caplog.text
     for record in caplog.records:
         assert secret not in str(record.args)
+
+
+class _Broken(TextMapPropagator):
+    """A third-party propagator with a bug."""
+
+    def extract(self, carrier, context=None, getter=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug")
+
+    def inject(self, carrier, context=None, setter=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug")
+
+    @property
+    def fields(self):  # type: ignore[no-untyped-def]
+        return set()
+
+
+def test_a_raising_propagator_costs_only_its_own_format(caplog):  # type: ignore[no-untyped-def]
+    from tracewire import Settings
+    from tracewire.carriers import headers_getter, headers_setter
+
+    settings = Settings(propagators=[_Broken(), "tracecontext"])
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    extracted = settings.composite.extract_detailed({"traceparent": tp}, headers_getter)
+    assert extracted.format == "tracecontext"
+    assert trace.get_current_span(extracted.context).get_span_context().trace_id == int(
+        tp[3:35], 16
+    )
+    out: dict[str, str] = {}
+    settings.composite.inject(out, extracted.context, headers_setter)
+    assert out["traceparent"].split("-")[1] == tp[3:35]
+    assert "raised RuntimeError" in caplog.text

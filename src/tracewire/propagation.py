@@ -27,6 +27,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from tracewire._log import warn_limited
 from tracewire.propagators import B3Propagator, BaggagePropagator, TraceContextPropagator
 
 ENTRY_POINT_GROUP = "opentelemetry_propagator"
@@ -158,7 +159,14 @@ class CompositePropagator(TextMapPropagator):
         # The span in ``ctx``, tracked rather than looked up again for every propagator.
         before = get_current_span(ctx)
         for name, propagator in self.extractors:
-            new_ctx = propagator.extract(carrier, ctx, getter)
+            try:
+                new_ctx = propagator.extract(carrier, ctx, getter)
+            except Exception as exc:
+                # A third-party propagator's bug costs only its own format, not the others'.
+                warn_limited(
+                    f"propagator:{name}", f"propagator {name!r} raised {type(exc).__name__}"
+                )
+                continue
             if new_ctx is ctx:
                 continue
             found = get_current_span(new_ctx)
@@ -222,8 +230,13 @@ class CompositePropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        for _, propagator in self.injectors:
-            propagator.inject(carrier, context, setter)
+        for name, propagator in self.injectors:
+            try:
+                propagator.inject(carrier, context, setter)
+            except Exception as exc:
+                warn_limited(
+                    f"propagator:{name}", f"propagator {name!r} raised {type(exc).__name__}"
+                )
 
     @property
     def fields(self) -> set[str]:
