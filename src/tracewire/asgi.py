@@ -13,6 +13,7 @@ from opentelemetry.context import attach, detach
 from opentelemetry.trace import Span, TracerProvider
 
 from tracewire import semconv
+from tracewire._log import warn_limited
 from tracewire.carriers import asgi_getter
 from tracewire.matching import Origin
 from tracewire.server import SPAN_KEY, Attributes, ServerTracer, _fault
@@ -286,6 +287,21 @@ class _WebSocket:
             _fault("asgi-websocket", exc)
 
 
+# FastAPI (>= 0.16x) has tracing of its own, on by default once an SDK provider is set; it
+# leaves its per-request state here.
+_FASTAPI_TELEMETRY = "fastapi.telemetry"
+
+
+def _warn_fastapi_tracing(state: Any) -> None:
+    span = getattr(state, "span", None)
+    if span is not None and getattr(span, "is_recording", lambda: False)():
+        warn_limited(
+            "fastapi-native-tracing",
+            "FastAPI's own tracing is on too, so each request gets a second SERVER span; "
+            "create the app with FastAPI(telemetry={'tracing': False}) to keep tracewire's only",
+        )
+
+
 class TracewireMiddleware:
     """ASGI middleware that puts every request in the right trace.
 
@@ -332,6 +348,8 @@ class TracewireMiddleware:
         if kind not in _TRACED or SPAN_KEY in scope:
             await self.app(scope, receive, send)
             return
+        if scope.get(_FASTAPI_TELEMETRY) is not None:
+            _warn_fastapi_tracing(scope[_FASTAPI_TELEMETRY])
         tracer = self._tracer
         ctx, span = tracer.begin(
             scope.get("headers", ()),
