@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Collection, Mapping, MutableMapping
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry.baggage import clear as clear_baggage
 from opentelemetry.context import Context, create_key, get_current, set_value
@@ -370,7 +370,7 @@ class ClientTracer:
             parent_span = current.get_span_context()
             if self.require_parent and not parent_span.is_valid:
                 return None
-            own_span = not _is_http_client_span(current)
+            own_span = not (current.is_recording() and _is_http_client_span(current))
             if not own_span:
                 _note_outer_instrumentation()
             if port is None:
@@ -394,9 +394,11 @@ class ClientCall:
     Attributes:
         span: the CLIENT span, or ``None`` when another instrumentation's span covers the
             request (then tracewire only injects where that one did not).
-        context: the context to make current while the request is sent. It marks HTTP
-            instrumentation as suppressed, so an inner instrumentation (OpenTelemetry contrib
-            patching the library's transport) adds no duplicate span or header.
+        context: the context to make current while the request is sent, or ``None``. It
+            marks HTTP instrumentation as suppressed, so an inner instrumentation
+            (OpenTelemetry contrib patching the library's transport) adds no duplicate span or
+            header. ``None`` for a non-recording span: nothing an inner instrumentation would
+            add under the same not-sampled parent is exported, so nothing is made current.
         recording: whether the span records (adapters skip attribute work otherwise).
     """
 
@@ -449,7 +451,7 @@ class ClientCall:
         self.recording = False
         self.ended = False
         self.injected: list[str] = []
-        self.context = set_value(SUPPRESS_HTTP_KEY, True, parent)
+        self.context: Context | None = None
 
     # --------------------------------------------------------------------------------- start
     def open(self) -> ClientCall:
@@ -467,6 +469,7 @@ class ClientCall:
                     span = tracer.tracer.start_span(name, ctx, kind=SpanKind.CLIENT)
                     if span.is_recording():
                         self.recording = True
+                        self.context = set_value(SUPPRESS_HTTP_KEY, True, self.parent)
                         self._describe(span, name, original)
                 self.span = span
                 if span.get_span_context().is_valid:
@@ -522,9 +525,10 @@ class ClientCall:
     def _inject(self, ctx: Context) -> None:
         tracer = self.tracer
         if not tracer.open_to_all:
-            origin = (
-                cast("Origin | None", self.parent.get(ORIGIN_KEY)) if tracer.wants_origin else None
-            )
+            origin: Origin | None = None
+            if tracer.wants_origin:
+                found = self.parent.get(ORIGIN_KEY)
+                origin = found if isinstance(found, tuple) else None
             if not tracer.may_propagate(self.host, self.port, self.scheme, origin):
                 return
             if not tracer.may_send_baggage(self.host, self.port, self.scheme, origin):

@@ -167,14 +167,16 @@ class TracingTransport(httpx.BaseTransport):
         call = _start(self.tracer, request)
         if call is None:
             return self.transport.handle_request(request)
-        token = attach(call.context)
+        ctx = call.context
+        token = None if ctx is None else attach(ctx)
         try:
             response = self.transport.handle_request(request)
         except BaseException as exc:
             call.end(exc)
             raise
         finally:
-            detach(token)
+            if token is not None:
+                detach(token)
             call.cleanup()
         if call.recording:  # a non-recording span has nothing to end or describe
             _respond(call, response)
@@ -228,14 +230,16 @@ class AsyncTracingTransport(httpx.AsyncBaseTransport):
         call = _start(self.tracer, request)
         if call is None:
             return await self.transport.handle_async_request(request)
-        token = attach(call.context)
+        ctx = call.context
+        token = None if ctx is None else attach(ctx)
         try:
             response = await self.transport.handle_async_request(request)
         except BaseException as exc:
             call.end(exc)
             raise
         finally:
-            detach(token)
+            if token is not None:
+                detach(token)
             call.cleanup()
         if call.recording:
             _respond(call, response)

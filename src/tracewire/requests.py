@@ -104,8 +104,8 @@ class _TracedPool(HTTPConnectionPool):
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        exchange = cast("_Exchange | None", get_current().get(_EXCHANGE_KEY))
-        if exchange is not None and headers is not None:
+        exchange = get_current().get(_EXCHANGE_KEY)
+        if type(exchange) is _Exchange and headers is not None:
             exchange.pool_call(headers, retries)
         return super().urlopen(method, url, body, headers, retries, *args, **kwargs)
 
@@ -260,8 +260,22 @@ class TracingAdapter(BaseAdapter):
             return self.adapter.send(
                 request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
+        ctx = call.context
+        if ctx is None:
+            # Not recording: nothing to describe or end, and no retry of it would be exported.
+            try:
+                return self.adapter.send(
+                    request,
+                    stream=stream,
+                    timeout=timeout,
+                    verify=verify,
+                    cert=cert,
+                    proxies=proxies,
+                )
+            finally:
+                call.cleanup()
         exchange = _Exchange(call)
-        token = attach(set_value(_EXCHANGE_KEY, exchange, call.context))
+        token = attach(set_value(_EXCHANGE_KEY, exchange, ctx))
         try:
             response = self.adapter.send(
                 request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
@@ -278,8 +292,6 @@ class TracingAdapter(BaseAdapter):
                 # so that this adapter's next requests through it show their retries.
                 self._trace_managers()
         final = exchange.call
-        if not final.recording:  # a non-recording span has nothing to end or describe
-            return response
         version = protocol_version(getattr(response.raw, "version", None))
         final.respond(response.status_code, version, response)
         return _bind(response, final)
