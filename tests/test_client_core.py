@@ -424,6 +424,27 @@ def test_hooks_called_and_contained(tracing: Any, caplog: pytest.LogCaptureFixtu
     )
 
 
+def test_request_hook_values_win_over_tracewires(tracing: Any) -> None:
+    def rename(span: Any, request: Any) -> None:
+        span.set_attribute("url.full", "https://example/redacted-by-hook")
+
+    tracer = ClientTracer(Settings(client_request_hook=rename), tracing.provider)
+    call = _start(tracer, _headers())
+    call.respond(200, "1.1", None)
+    call.end()
+    (span,) = client_spans(tracing.spans())
+    assert span.attributes["url.full"] == "https://example/redacted-by-hook"
+    assert span.attributes["http.response.status_code"] == 200
+
+
+def test_attributes_without_a_response(tracing: Any) -> None:
+    call = _start(ClientTracer(Settings(), tracing.provider), _headers())
+    call.end(ConnectionRefusedError())
+    (span,) = client_spans(tracing.spans())
+    assert span.attributes["url.full"] == "http://api.local:8080/x?y=1"
+    assert span.attributes["error.type"] == "ConnectionRefusedError"
+
+
 def test_unsampled_span_injects_but_builds_nothing() -> None:
     provider = TracerProvider(sampler=ALWAYS_OFF)
     called: list[object] = []

@@ -413,6 +413,7 @@ class ClientCall:
         "own_span",
         "parent",
         "parent_span",
+        "pending",
         "port",
         "recording",
         "request",
@@ -452,6 +453,7 @@ class ClientCall:
         self.ended = False
         self.injected: list[str] = []
         self.context: Context | None = None
+        self.pending: dict[str, Any] | None = None
 
     # --------------------------------------------------------------------------------- start
     def open(self) -> ClientCall:
@@ -517,10 +519,14 @@ class ClientCall:
             attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = original
         if self.port is not None:
             attributes[semconv.SERVER_PORT] = self.port
-        span.set_attributes(attributes)
         hook = tracer.request_hook
-        if hook is not None:
-            _call_hook("client_request_hook", hook, span, self.request)
+        if hook is None:
+            # Set together with the response's: each set_attributes call costs the SDK a lock
+            # and a validation pass, and nothing reads a span's attributes before it ends.
+            self.pending = attributes
+            return
+        span.set_attributes(attributes)  # before the hook, so that the hook's values win
+        _call_hook("client_request_hook", hook, span, self.request)
 
     def _inject(self, ctx: Context) -> None:
         tracer = self.tracer
@@ -584,7 +590,12 @@ class ClientCall:
         if span is None or not self.recording:
             return
         try:
-            attributes: dict[str, Any] = {semconv.HTTP_RESPONSE_STATUS_CODE: status_code}
+            attributes = self.pending
+            if attributes is None:
+                attributes = {}
+            else:
+                self.pending = None
+            attributes[semconv.HTTP_RESPONSE_STATUS_CODE] = status_code
             if protocol_version:
                 attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol_version
             if status_code >= 400:
@@ -606,6 +617,9 @@ class ClientCall:
         if span is None:
             return
         try:
+            if self.pending is not None:  # no response came (or it was not reported)
+                span.set_attributes(self.pending)
+                self.pending = None
             if exc is not None and self.recording:
                 name = error_type(exc)
                 span.set_attribute(semconv.ERROR_TYPE, name)
