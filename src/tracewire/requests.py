@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 import requests
 from opentelemetry.context import attach, create_key, detach, get_current, set_value
@@ -175,7 +175,7 @@ def _bind(response: requests.Response, call: ClientCall) -> requests.Response:
     if type(response) is requests.Response:
         try:
             response.__class__ = _TracedResponse
-            cast(_TracedResponse, response)._tracewire_call = call
+            response._tracewire_call = call  # type: ignore[attr-defined]
             return response
         except Exception as exc:
             _fault("response-body", exc)
