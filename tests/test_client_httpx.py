@@ -274,10 +274,10 @@ def test_async_stream_span_ends_at_close(tracing: Any, echo: EchoServer) -> None
 
 
 def test_body_failing_midway_makes_the_span_an_error(tracing: Any, echo: EchoServer) -> None:
-    timeout = httpx.Timeout(5.0, read=0.3)
+    timeout = httpx.Timeout(5.0, read=1.0)
     with make_client(tracing, timeout=timeout) as client:
         with pytest.raises(httpx.ReadTimeout):
-            client.get(f"{echo.url}/stream?chunks=1&stall=2")
+            client.get(f"{echo.url}/stream?chunks=1&stall=2.5")
     (span,) = client_spans(tracing.spans())
     assert span.attributes["http.response.status_code"] == 200
     assert span.attributes["error.type"] == "httpx.ReadTimeout"

@@ -263,7 +263,7 @@ def test_stream_span_ends_when_body_is_read(tracing: Any, echo: EchoServer) -> N
 
 def test_body_failing_midway_makes_the_span_an_error(tracing: Any, echo: EchoServer) -> None:
     with make_session(tracing) as session, pytest.raises(requests.exceptions.ConnectionError):
-        session.get(f"{echo.url}/stream?chunks=1&stall=2", timeout=(5, 0.3))
+        session.get(f"{echo.url}/stream?chunks=1&stall=2.5", timeout=(5, 1.0))
     (span,) = client_spans(tracing.spans())
     assert span.attributes["http.response.status_code"] == 200
     assert span.attributes["error.type"] == "requests.exceptions.ConnectionError"
