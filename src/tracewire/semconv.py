@@ -47,3 +47,21 @@ def qualified_name(exc: BaseException) -> str:
     cls = type(exc)
     module = cls.__module__
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def redact_query(query: str, keys: frozenset[str]) -> str:
+    """``query`` (without ``?``) with the values of the parameters named in ``keys`` replaced.
+
+    ``sig=abc&x=1`` becomes ``sig=REDACTED&x=1``; the text is returned unchanged (the same
+    object) when nothing matched, which is the common case.
+    """
+    if not keys or "=" not in query:
+        return query
+    params = query.split("&")
+    changed = False
+    for i, param in enumerate(params):
+        key, eq, value = param.partition("=")
+        if eq and value and key in keys:
+            params[i] = f"{key}={REDACTED}"
+            changed = True
+    return "&".join(params) if changed else query

@@ -111,6 +111,7 @@ class ServerTracer:
         )
         self._capture_response = frozenset(settings.capture_response_headers)
         self._redact = redact
+        self._redact_query = frozenset(settings.redact_query_params)
         self.response_propagation = settings.response_propagation
         self.response_propagation_on = settings.response_propagation != "none"
         self._fast_ids: Any = _unsampled_fast_path(self.tracer)
@@ -183,6 +184,11 @@ class ServerTracer:
                     attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = original
                 if extracted.format is not None:
                     attributes[semconv.PROPAGATION_FORMAT] = extracted.format
+                query = attributes.get(semconv.URL_QUERY)
+                if query is not None and self._redact_query:
+                    attributes[semconv.URL_QUERY] = semconv.redact_query(
+                        str(query), self._redact_query
+                    )
                 if self._capture_request:
                     self._capture(attributes, carrier, getter)
                 span.set_attributes(attributes)
