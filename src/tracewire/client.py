@@ -22,7 +22,6 @@ for outgoing requests lives here once:
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import Any
 
@@ -89,27 +88,8 @@ def _fault(where: str, exc: BaseException) -> None:
 _ERROR_TYPES: dict[type[BaseException], str] = {}
 
 
-def error_type(exc: BaseException) -> str:
-    """``error.type`` for ``exc``: its fully qualified class name, by its public path.
-
-    A class defined in a private module but exported by its package is named by the public
-    path (``httpx._exceptions.ConnectError`` is ``httpx.ConnectError``), as users know it.
-    """
-    cls = type(exc)
-    name = _ERROR_TYPES.get(cls)
-    if name is not None:
-        return name
-    name = semconv.qualified_name(exc)
-    parts = cls.__module__.split(".")
-    private = next((i for i, part in enumerate(parts) if part.startswith("_")), len(parts))
-    if 0 < private < len(parts):
-        public = ".".join(parts[:private])
-        module = sys.modules.get(public)
-        if module is not None and getattr(module, cls.__qualname__, None) is cls:
-            name = f"{public}.{cls.__qualname__}"
-    if len(_ERROR_TYPES) < 1024:
-        _ERROR_TYPES[cls] = name
-    return name
+# Kept under this name for callers of the client module; the rule is shared with the server.
+error_type = semconv.qualified_name
 
 
 def split_url(url: str) -> tuple[str, str, int | None]:
@@ -164,16 +144,11 @@ def sanitize_url(url: str, redact_query: frozenset[str]) -> str:
     fragment = url.find("#", question)
     if fragment == -1:
         fragment = len(url)
-    params = url[question + 1 : fragment].split("&")
-    changed = False
-    for i, param in enumerate(params):
-        key, eq, value = param.partition("=")
-        if eq and value and key in redact_query:
-            params[i] = f"{key}={semconv.REDACTED}"
-            changed = True
-    if not changed:
+    query = url[question + 1 : fragment]
+    redacted = semconv.redact_query(query, redact_query)
+    if redacted is query:
         return url
-    return f"{url[: question + 1]}{'&'.join(params)}{url[fragment:]}"
+    return f"{url[: question + 1]}{redacted}{url[fragment:]}"
 
 
 class _Recorder(Setter[Headers]):

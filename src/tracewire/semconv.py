@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 # Attribute names (OpenTelemetry HTTP semantic conventions, stable).
 HTTP_REQUEST_METHOD = "http.request.method"
 HTTP_REQUEST_METHOD_ORIGINAL = "http.request.method_original"
@@ -42,11 +44,32 @@ def normalize_method(method: str) -> tuple[str, str | None]:
     return OTHER_METHOD, method
 
 
+_ERROR_TYPES: dict[type, str] = {}
+
+
 def qualified_name(exc: BaseException) -> str:
-    """The fully qualified class name used for ``error.type``."""
+    """``error.type`` for ``exc``: its fully qualified class name, by its public path.
+
+    Builtins are bare (``ValueError``); a class defined in a private module but exported by its
+    package is named by the public path (``httpx._exceptions.ConnectError`` is
+    ``httpx.ConnectError``), as users know it.
+    """
     cls = type(exc)
+    name = _ERROR_TYPES.get(cls)
+    if name is not None:
+        return name
     module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    parts = module.split(".")
+    private = next((i for i, part in enumerate(parts) if part.startswith("_")), len(parts))
+    if 0 < private < len(parts):
+        public = ".".join(parts[:private])
+        package = sys.modules.get(public)
+        if package is not None and getattr(package, cls.__qualname__, None) is cls:
+            name = f"{public}.{cls.__qualname__}"
+    if len(_ERROR_TYPES) < 1024:  # bounded: exception classes are few, but be safe
+        _ERROR_TYPES[cls] = name
+    return name
 
 
 def redact_query(query: str, keys: frozenset[str]) -> str:
