@@ -180,6 +180,10 @@ class ContextAtEntry:
         await self.app(scope, receive, send)
 
 
+def _record_client_port(span: Any, scope: Any) -> None:
+    span.set_attribute("client.port", scope["client"][1])
+
+
 @pytest.mark.parametrize("kind", ["starlette", "fastapi", "raw"])
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
 def test_large_body_after_traced_request_on_same_connection_starts_clean(
@@ -189,7 +193,13 @@ def test_large_body_after_traced_request_on_same_connection_starts_clean(
 
     sink, probe = SpanSink(), Probe()
     app = ContextAtEntry(
-        TracewireMiddleware(APPS[kind](probe), Settings(), tracer_provider=sink.provider), probe
+        TracewireMiddleware(
+            APPS[kind](probe),
+            # client.port is opt-in: a hook records it to prove both used one connection.
+            Settings(server_request_hook=_record_client_port),
+            tracer_provider=sink.provider,
+        ),
+        probe,
     )
     body = b"x" * (4 * 1024 * 1024)
     with serve(app, server) as running, http_client(base_url=running.url) as client:

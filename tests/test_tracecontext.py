@@ -78,6 +78,9 @@ INVALID_TRACEPARENTS = [
     ("non-hex", f"00-{TID[:-1]}g-{SID}-01"),
     ("non-ascii", f"00-{TID[:-1]}\u00e9-{SID}-01"),
     ("inner-space", f"00-{TID[:-1]} -{SID}-01"),
+    ("superscript-digit", f"00-{TID[:-1]}\u00b2-{SID}-01"),
+    ("dash-inside-field", f"00-{TID[:-1]}--{SID[1:]}-01"),
+    ("mixed-case", f"00-{TID[:-1]}A-{SID}-01"),
     ("version-one-digit", f"0-{TID}-{SID}-01-"),
     ("flags-one-digit", f"00-{TID}-{SID}-1"),
 ]
@@ -120,6 +123,12 @@ def test_repeated_traceparent_is_invalid(shape: str, second: str) -> None:
         [("traceparent", TP), ("tracestate", "a=1"), ("traceparent", second)], shape
     )
     assert not span_context.is_valid
+
+
+def test_digits_outside_ascii_are_not_hex() -> None:
+    # str.isdigit() accepts them; on the wire they only arrive from a str carrier.
+    for digit in ("\u0663", "\u00b2", "\uff11"):
+        assert parse_traceparent(f"00-{TID[:-1]}{digit}-{SID}-01") is None
 
 
 def test_parse_traceparent_returns_raw_flags() -> None:

@@ -163,8 +163,6 @@ def _attributes(scope: Scope) -> Attributes:
     client = scope.get("client")
     if client:
         attributes[semconv.CLIENT_ADDRESS] = client[0]
-        if client[1] is not None:
-            attributes[semconv.CLIENT_PORT] = client[1]
     return attributes
 
 

@@ -7,9 +7,9 @@ every adapter (ASGI, WSGI, httpx, requests) goes through ``CompositePropagator``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
+from typing import NamedTuple
 
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
@@ -89,19 +89,20 @@ def resolve(name: str, setting: str) -> TextMapPropagator:
     raise ValueError(f"unknown propagator {name!r} in {setting}; known: {', '.join(known_names())}")
 
 
-@dataclass(frozen=True, slots=True)
-class Extracted:
+class Extracted(NamedTuple):
     """What the server side needs from the incoming headers.
 
     Attributes:
         context: the context to start the server span in (parent + baggage + format state).
         format: name of the propagator that supplied the parent span context, or ``None``.
         conflicts: span contexts of *other* traces found in the same request (for span links).
+        parent: the parent span context that ``context`` carries, or ``None``.
     """
 
     context: Context
     format: str | None
     conflicts: tuple[SpanContext, ...]
+    parent: SpanContext | None = None
 
 
 _EMPTY: tuple[SpanContext, ...] = ()
@@ -206,7 +207,7 @@ class CompositePropagator(TextMapPropagator):
             else:
                 ctx = set_span_in_context(before, new_ctx)
         if not conflicts:
-            return Extracted(ctx, fmt, _EMPTY)
+            return Extracted(ctx, fmt, _EMPTY, winner)
         # Only other traces count, once each (under "last" an early loser may share the final
         # winner's trace; two B3 propagators read the same headers).
         trace_id = winner.trace_id if winner is not None else 0
@@ -214,7 +215,7 @@ class CompositePropagator(TextMapPropagator):
         for other in conflicts:
             if other.trace_id != trace_id:
                 unique.setdefault((other.trace_id, other.span_id), other)
-        return Extracted(ctx, fmt, tuple(unique.values()))
+        return Extracted(ctx, fmt, tuple(unique.values()), winner)
 
     def extract(
         self,

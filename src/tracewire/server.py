@@ -23,7 +23,6 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
     TracerProvider,
-    get_current_span,
     get_tracer,
     set_span_in_context,
 )
@@ -150,8 +149,13 @@ class ServerTracer:
             if self.excluded is not None and self.excluded(path):
                 return ctx, None
             name, original = semconv.normalize_method(method)
-            parent = get_current_span(ctx).get_span_context()
-            if parent.is_remote and not parent.trace_flags.sampled and not extracted.conflicts:
+            parent = extracted.parent
+            if (
+                parent is not None
+                and not parent.trace_flags.sampled
+                and parent.is_remote
+                and not extracted.conflicts
+            ):
                 fast_ids = self._fast_ids
                 if fast_ids is None:
                     fast_ids = self._fast_ids = _unsampled_fast_path(self.tracer)

@@ -104,9 +104,6 @@ def _attributes(environ: Environ) -> Attributes:
     client = environ.get("REMOTE_ADDR")
     if client:
         attributes[semconv.CLIENT_ADDRESS] = client
-        client_port = environ.get("REMOTE_PORT")
-        if isinstance(client_port, str) and client_port.isdigit():
-            attributes[semconv.CLIENT_PORT] = int(client_port)
     return attributes
 
 

@@ -34,7 +34,7 @@ from opentelemetry.trace import (
 )
 
 from tracewire._log import warn_limited
-from tracewire.propagators._hex import is_lower_hex, single
+from tracewire.propagators._hex import single
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -79,18 +79,28 @@ def parse_traceparent(value: str) -> tuple[int, int, int] | None:
     """
     if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
         return None
-    version = value[:2]
-    if version == "ff" or not is_lower_hex(version + value[3:35] + value[36:52] + value[53:55]):
+    # The four fields without their dashes: 52 characters, unless a field held a "-".
+    digits = value[:55].replace("-", "")
+    # Lowercase hex only: isalnum() rules out punctuation and spaces, the case test rules out
+    # uppercase, and fromhex() rules out the remaining letters and non-ASCII digits.
+    if len(digits) != 52 or not digits.isalnum() or not (digits.islower() or digits.isdigit()):
+        return None
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        return None
+    version = raw[0]
+    if version == 0xFF:
         return None
     # A later version may append "-..." fields; a "," there means a server joined two
     # traceparent fields into one value, which is a repeated header, so invalid.
-    if len(value) > 55 and (version == "00" or value[55] != "-" or "," in value):
+    if len(value) > 55 and (version == 0 or value[55] != "-" or "," in value):
         return None
-    trace_id = int(value[3:35], 16)
-    span_id = int(value[36:52], 16)
+    trace_id = int.from_bytes(raw[1:17], "big")
+    span_id = int.from_bytes(raw[17:25], "big")
     if not trace_id or not span_id:
         return None
-    return trace_id, span_id, int(value[53:55], 16)
+    return trace_id, span_id, raw[25]
 
 
 def parse_tracestate(values: list[str]) -> list[tuple[str, str]] | None:
