@@ -181,7 +181,8 @@ class TracingTransport(httpx.BaseTransport):
         if call.recording:  # a non-recording span has nothing to end or describe
             _respond(call, response)
             stream = response.stream
-            if isinstance(stream, httpx.SyncByteStream):
+            # A response built with its content (MockTransport, a cache) is already read.
+            if isinstance(stream, httpx.SyncByteStream) and not response.is_stream_consumed:
                 response.stream = _TracedStream(stream, call)
             else:
                 call.end()
@@ -244,7 +245,7 @@ class AsyncTracingTransport(httpx.AsyncBaseTransport):
         if call.recording:
             _respond(call, response)
             stream = response.stream
-            if isinstance(stream, httpx.AsyncByteStream):
+            if isinstance(stream, httpx.AsyncByteStream) and not response.is_stream_consumed:
                 response.stream = _AsyncTracedStream(stream, call)
             else:
                 call.end()

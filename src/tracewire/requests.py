@@ -172,7 +172,9 @@ def _ending(chunks: Iterator[Any], call: ClientCall) -> Iterator[Any]:
 
 def _bind(response: requests.Response, call: ClientCall) -> requests.Response:
     """End ``call`` with the body of ``response``, or now if the body cannot be followed."""
-    if type(response) is requests.Response:
+    # An adapter that answered with the body already in memory (requests-mock, a cache) leaves
+    # no read to wait for.
+    if type(response) is requests.Response and getattr(response, "_content", False) is False:
         try:
             response.__class__ = _TracedResponse
             response._tracewire_call = call  # type: ignore[attr-defined]
