@@ -22,16 +22,15 @@ freshly injected headers. The span ends when the response body has been read or 
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 from opentelemetry.context import attach, detach
 from opentelemetry.trace import TracerProvider
 
-from tracewire.client import ClientCall, ClientTracer, _fault, protocol_version
+from tracewire._switch import GlobalSwitch
+from tracewire.client import ClientCall, ClientTracer, protocol_version
 from tracewire.settings import Settings
 
 __all__ = [
@@ -310,31 +309,10 @@ def uninstrument_client(client: AnyClient) -> AnyClient:
 
 
 # ---------------------------------------------------------------------------- global switch
-class _Switch:
-    """State of the global switch: the shared tracer and the wrapped constructors."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.tracer: ClientTracer | None = None
-        self.originals: dict[type[Any], Callable[..., None]] = {}
-
-
-_switch = _Switch()
-
-
-def _traced_init(original: Callable[..., None]) -> Callable[..., None]:
-    @functools.wraps(original)
-    def __init__(self: AnyClient, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        tracer = _switch.tracer
-        if tracer is not None:
-            try:
-                instrument_client(self, tracer=tracer)
-            except Exception as exc:  # a client must be usable even if wrapping failed
-                _fault("instrument", exc)
-
-    __init__.__tracewire_original__ = original  # type: ignore[attr-defined]
-    return __init__
+_switch = GlobalSwitch(
+    lambda: (httpx.Client, httpx.AsyncClient),
+    lambda client, tracer: instrument_client(client, tracer=tracer),
+)
 
 
 def instrument(
@@ -345,28 +323,14 @@ def instrument(
     Idempotent: calling it again only replaces the settings and provider used for clients
     created afterwards. Clients made before are not touched (use :func:`instrument_client`).
     """
-    tracer = ClientTracer(settings, tracer_provider)
-    with _switch.lock:
-        _switch.tracer = tracer
-        for cls in (httpx.Client, httpx.AsyncClient):
-            if cls not in _switch.originals:
-                original = cls.__init__
-                _switch.originals[cls] = original
-                cls.__init__ = _traced_init(original)  # type: ignore[method-assign]
+    _switch.on(ClientTracer(settings, tracer_provider))
 
 
 def uninstrument() -> None:
     """Stop tracing clients created from now on; clients already traced stay traced."""
-    with _switch.lock:
-        _switch.tracer = None
-        for cls, original in list(_switch.originals.items()):
-            current = cls.__dict__.get("__init__")
-            # Someone wrapped __init__ after us: leave theirs; ours is inert without a tracer.
-            if getattr(current, "__tracewire_original__", None) is original:
-                cls.__init__ = original
-                del _switch.originals[cls]
+    _switch.off()
 
 
 def is_instrumented() -> bool:
     """Whether the global switch is on."""
-    return _switch.tracer is not None
+    return _switch.is_on

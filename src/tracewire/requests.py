@@ -19,9 +19,7 @@ closed, so ``stream=True`` responses are timed to the end of the body.
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import requests
@@ -30,6 +28,7 @@ from opentelemetry.trace import TracerProvider
 from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool
 
+from tracewire._switch import GlobalSwitch
 from tracewire.client import (
     ClientCall,
     ClientTracer,
@@ -371,29 +370,10 @@ def uninstrument_session(session: requests.Session) -> requests.Session:
 
 
 # ---------------------------------------------------------------------------- global switch
-class _Switch:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.tracer: ClientTracer | None = None
-        self.original: Callable[..., None] | None = None
-
-
-_switch = _Switch()
-
-
-def _traced_init(original: Callable[..., None]) -> Callable[..., None]:
-    @functools.wraps(original)
-    def __init__(self: requests.Session, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        tracer = _switch.tracer
-        if tracer is not None:
-            try:
-                instrument_session(self, tracer=tracer)
-            except Exception as exc:  # a session must be usable even if wrapping failed
-                _fault("instrument", exc)
-
-    __init__.__tracewire_original__ = original  # type: ignore[attr-defined]
-    return __init__
+_switch = GlobalSwitch(
+    lambda: (requests.Session,),
+    lambda session, tracer: instrument_session(session, tracer=tracer),
+)
 
 
 def instrument(
@@ -404,29 +384,14 @@ def instrument(
     Idempotent: calling it again only replaces the settings and provider used for sessions
     created afterwards. Sessions made before are not touched (use :func:`instrument_session`).
     """
-    tracer = ClientTracer(settings, tracer_provider)
-    with _switch.lock:
-        _switch.tracer = tracer
-        if _switch.original is None:
-            original = requests.Session.__init__
-            _switch.original = original
-            requests.Session.__init__ = _traced_init(original)  # type: ignore[method-assign]
+    _switch.on(ClientTracer(settings, tracer_provider))
 
 
 def uninstrument() -> None:
     """Stop tracing sessions created from now on; sessions already traced stay traced."""
-    with _switch.lock:
-        _switch.tracer = None
-        original = _switch.original
-        if original is None:
-            return
-        ours = getattr(requests.Session.__dict__.get("__init__"), "__tracewire_original__", None)
-        # Someone wrapped __init__ after us: leave theirs; ours is inert without a tracer.
-        if ours is _switch.original:
-            requests.Session.__init__ = original  # type: ignore[method-assign]
-            _switch.original = None
+    _switch.off()
 
 
 def is_instrumented() -> bool:
     """Whether the global switch is on."""
-    return _switch.tracer is not None
+    return _switch.is_on
