@@ -116,6 +116,20 @@ def _walk_mounts(router: Any, rest: str, scope: Scope) -> str | None:
     return None
 
 
+def _only(headers: Any, wanted: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    """The request headers the propagators and header capture read, in one pass.
+
+    Each propagator then scans this short list instead of every header of the request.
+    Names are lowercase by ASGI's rules; a server that breaks them is still matched.
+    """
+    found: list[tuple[bytes, bytes]] = []
+    for pair in headers:
+        name = pair[0]
+        if name in wanted or (not name.islower() and name.lower() in wanted):
+            found.append(pair)
+    return found
+
+
 def _host_port(scope: Scope) -> tuple[str | None, int | None, str | None]:
     """Host and port the client addressed (Host header, else the socket), and the user agent."""
     host_header: bytes | None = None
@@ -349,8 +363,10 @@ class TracewireMiddleware:
         if scope.get(_FASTAPI_TELEMETRY) is not None:
             _warn_fastapi_tracing(scope[_FASTAPI_TELEMETRY])
         tracer = self._tracer
+        headers = scope.get("headers", ())
+        wanted = tracer.wanted_headers
         ctx, span = tracer.begin(
-            scope.get("headers", ()),
+            headers if wanted is None else _only(headers, wanted),
             asgi_getter,
             scope.get("method", "GET"),
             scope.get("path", ""),

@@ -21,6 +21,7 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 from opentelemetry.trace import (
+    INVALID_SPAN,
     NonRecordingSpan,
     SpanContext,
     get_current_span,
@@ -144,6 +145,16 @@ class CompositePropagator(TextMapPropagator):
         self.injectors = tuple(injectors)
         self.policy = policy
         self._fields = frozenset(f for _, p in self.injectors for f in p.fields)
+        # Every header name extraction may read, when all extractors say (ours do); lets an
+        # adapter hand the propagators only those headers. None: unknown, read them all.
+        names: set[str] | None = set()
+        for _, propagator in self.extractors:
+            known = getattr(propagator, "extract_fields", None)
+            if names is None or not isinstance(known, frozenset):
+                names = None
+                break
+            names.update(known)
+        self.extract_fields: frozenset[str] | None = None if names is None else frozenset(names)
 
     def extract_detailed(
         self,
@@ -158,7 +169,7 @@ class CompositePropagator(TextMapPropagator):
         conflicts: list[SpanContext] | None = None
         last = self.policy == "last"
         # The span in ``ctx``, tracked rather than looked up again for every propagator.
-        before = get_current_span(ctx)
+        before = INVALID_SPAN if context is None else get_current_span(ctx)
         for name, propagator in self.extractors:
             try:
                 new_ctx = propagator.extract(carrier, ctx, getter)

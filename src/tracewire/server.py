@@ -109,6 +109,16 @@ class ServerTracer:
             for name in settings.capture_request_headers
         )
         self._capture_response = frozenset(settings.capture_response_headers)
+        # Header names the request path reads through the carrier (extraction and capture),
+        # for adapters whose carrier is a list to scan; None when a propagator does not say.
+        fields = settings.composite.extract_fields
+        self.wanted_headers: frozenset[bytes] | None = (
+            None
+            if fields is None
+            else frozenset(
+                n.encode("latin-1") for n in (*fields, *settings.capture_request_headers)
+            )
+        )
         self._redact = redact
         self._redact_query = frozenset(settings.redact_query_params)
         self.response_propagation = settings.response_propagation

@@ -186,6 +186,11 @@ class B3Propagator(TextMapPropagator):
             setter.set(carrier, SAMPLED, state)
 
     @property
+    def extract_fields(self) -> frozenset[str]:
+        """Every header ``extract`` may read (``fields`` lists what ``inject`` writes)."""
+        return frozenset((SINGLE, TRACE_ID, SPAN_ID, SAMPLED, FLAGS))
+
+    @property
     def fields(self) -> set[str]:
         if self.single_header:
             return {SINGLE}

@@ -162,5 +162,10 @@ class BaggagePropagator(TextMapPropagator):
             setter.set(carrier, BAGGAGE, header)
 
     @property
+    def extract_fields(self) -> frozenset[str]:
+        """Every header ``extract`` may read (``fields`` lists what ``inject`` writes)."""
+        return frozenset((BAGGAGE,))
+
+    @property
     def fields(self) -> set[str]:
         return {BAGGAGE}

@@ -81,13 +81,15 @@ def parse_traceparent(value: str) -> tuple[int, int, int] | None:
         return None
     # The four fields without their dashes: 52 characters, unless a field held a "-".
     digits = value[:55].replace("-", "")
-    # Lowercase hex only: isalnum() rules out punctuation and spaces, the case test rules out
-    # uppercase, and fromhex() rules out the remaining letters and non-ASCII digits.
-    if len(digits) != 52 or not digits.isalnum() or not (digits.islower() or digits.isdigit()):
+    if len(digits) != 52:
         return None
+    # Lowercase hex only: fromhex() rejects other characters, and hex() gives back the same
+    # text only if there was no uppercase digit and no whitespace (which fromhex() skips).
     try:
         raw = bytes.fromhex(digits)
     except ValueError:
+        return None
+    if raw.hex() != digits:
         return None
     version = raw[0]
     if version == 0xFF:
@@ -222,6 +224,11 @@ class TraceContextPropagator(TextMapPropagator):
         )
         if span_context.trace_state:
             setter.set(carrier, TRACESTATE, format_tracestate(span_context.trace_state))
+
+    @property
+    def extract_fields(self) -> frozenset[str]:
+        """Every header ``extract`` may read (``fields`` lists what ``inject`` writes)."""
+        return frozenset((TRACEPARENT, TRACESTATE))
 
     @property
     def fields(self) -> set[str]:
