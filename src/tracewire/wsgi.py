@@ -324,7 +324,8 @@ class TracewireWSGIMiddleware:
             environ,
             wsgi_getter,
             environ.get("REQUEST_METHOD", "GET"),
-            request_path(environ),
+            # The path only matters for excluded_paths; decoding it costs on every request.
+            "" if tracer.excluded is None else request_path(environ),
             _attributes,
             environ,
             _origin,
