@@ -185,18 +185,6 @@ def _origin(scope: Scope) -> Origin:
     return scope.get("scheme", "http"), (host or "").lower(), port
 
 
-def _name_after_route(tracer: ServerTracer, span: Span, scope: Scope, route_of: RouteOf) -> None:
-    if not span.is_recording():
-        return
-    try:
-        route = route_of(scope)
-    except Exception as exc:  # a user-supplied route function must not reach the app
-        _fault("route", exc)
-        return
-    if route is not None:
-        tracer.set_route(span, scope.get("method", "GET"), route)
-
-
 class _HttpResponse:
     """The per-request ``send`` wrapper: sees the status, ends the span with the last byte."""
 
@@ -246,7 +234,7 @@ class _HttpResponse:
         if self.end_time is not None:
             return
         self.end_time = time.time_ns()
-        _name_after_route(self.tracer, self.span, self.scope, self.route_of)
+        self._name()
         if self.status < 500:
             # The response is done: work after it (background tasks) is outside the span.
             self.tracer.end(self.span)
@@ -258,11 +246,13 @@ class _HttpResponse:
         if self.end_time is not None and self.status < 500:
             return
         if self.end_time is None:
-            _name_after_route(self.tracer, self.span, self.scope, self.route_of)
-            if exc is not None and not self.status and self.span.is_recording():
-                # Servers answer 500 when the app fails before starting a response.
-                self.tracer.response_started(self.span, 500, ())
-        self.tracer.end(self.span, exc, self.end_time)
+            self._name()
+        self.tracer.end(self.span, exc, self.end_time, responded=bool(self.status))
+
+    def _name(self) -> None:
+        self.tracer.name_after_route(
+            self.span, self.scope.get("method", "GET"), self.route_of, self.scope
+        )
 
 
 class _WebSocket:
@@ -385,10 +375,10 @@ class TracewireMiddleware:
                 try:
                     await self.app(scope, receive, _WebSocket(tracer, span, send))
                 except BaseException as exc:
-                    _name_after_route(tracer, span, scope, self.route_of)
+                    tracer.name_after_route(span, "GET", self.route_of, scope)
                     tracer.end(span, exc)
                     raise
-                _name_after_route(tracer, span, scope, self.route_of)
+                tracer.name_after_route(span, "GET", self.route_of, scope)
                 tracer.end(span)
                 return
             response = _HttpResponse(tracer, span, scope, send, self.route_of)

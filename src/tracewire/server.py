@@ -284,12 +284,38 @@ class ServerTracer:
         except Exception as exc:
             _fault("route", exc)
 
+    def name_after_route(
+        self, span: Span, method: str, route_of: Callable[[Any], str | None], source: Any
+    ) -> None:
+        """``set_route`` with the template ``route_of(source)`` gives, if any; a user-supplied
+        ``route_of`` that raises is contained."""
+        if not span.is_recording():
+            return
+        try:
+            route = route_of(source)
+        except Exception as exc:
+            _fault("route", exc)
+            return
+        if route is not None:
+            self.set_route(span, method, route)
+
     # --------------------------------------------------------------------------------- end
     def end(
-        self, span: Span, exc: BaseException | None = None, end_time: int | None = None
+        self,
+        span: Span,
+        exc: BaseException | None = None,
+        end_time: int | None = None,
+        *,
+        responded: bool = True,
     ) -> None:
-        """End ``span``; an exception makes it an error with ``error.type`` and an event."""
+        """End ``span``; an exception makes it an error with ``error.type`` and an event.
+
+        ``responded=False`` with an exception: the app failed before starting a response, so
+        the server answers 500, which the span records.
+        """
         try:
+            if exc is not None and not responded and span.is_recording():
+                self.response_started(span, 500, ())
             if exc is not None and span.is_recording():
                 # Inside the span: a 5xx span ends when its response did, before the app
                 # re-raised the error that caused it.

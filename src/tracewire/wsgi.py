@@ -153,22 +153,16 @@ class _Request:
         if self.ended:
             return
         self.ended = True
-        span = self.span
+        span, environ = self.span, self.environ
         if span.is_recording():
-            try:
-                route = self.route_of(self.environ)
-                if route is not None:
-                    self.tracer.set_route(span, self.environ.get("REQUEST_METHOD", "GET"), route)
-                if exc is None:
-                    handled = self.environ.get(EXCEPTION_KEY)
-                    if isinstance(handled, BaseException):
-                        exc = handled
-                if exc is not None and not self.status:
-                    # The server answers 500 when the app fails before starting a response.
-                    self.tracer.response_started(span, 500, ())
-            except Exception as fault:
-                _fault("wsgi-end", fault)
-        self.tracer.end(span, exc)
+            self.tracer.name_after_route(
+                span, environ.get("REQUEST_METHOD", "GET"), self.route_of, environ
+            )
+            if exc is None:
+                handled = environ.get(EXCEPTION_KEY)
+                if isinstance(handled, BaseException):
+                    exc = handled  # one a framework turned into its own error page
+        self.tracer.end(span, exc, responded=bool(self.status))
 
 
 class _Body:
