@@ -16,17 +16,17 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 import tracewire.sdk
-from tracewire.httpx import AsyncTracingTransport, TracingTransport
+from tracewire.httpx import AsyncTracewireTransport, TracewireTransport
 
 
 def fetch(url: str, tracer_provider: TracerProvider | None = None) -> httpx.Response:
-    transport = TracingTransport(tracer_provider=tracer_provider)  # <- the line (sync)
+    transport = TracewireTransport(tracer_provider=tracer_provider)  # <- the line (sync)
     with httpx.Client(transport=transport) as client:
         return client.get(url)
 
 
 async def afetch(url: str, tracer_provider: TracerProvider | None = None) -> httpx.Response:
-    transport = AsyncTracingTransport(tracer_provider=tracer_provider)  # <- the line (async)
+    transport = AsyncTracewireTransport(tracer_provider=tracer_provider)  # <- the line (async)
     async with httpx.AsyncClient(transport=transport) as client:
         return await client.get(url)
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 import tracewire.sdk
 from tracewire import Settings, TracewireMiddleware
-from tracewire.httpx import AsyncTracingTransport
+from tracewire.httpx import AsyncTracewireTransport
 
 SETTINGS = Settings(extract=["tracecontext", "b3"], inject=["tracecontext", "b3multi"])
 
@@ -28,7 +28,7 @@ SETTINGS = Settings(extract=["tracecontext", "b3"], inject=["tracecontext", "b3m
 def create_app(
     downstream: str | None = None, tracer_provider: TracerProvider | None = None
 ) -> Starlette:
-    transport = AsyncTracingTransport(settings=SETTINGS, tracer_provider=tracer_provider)
+    transport = AsyncTracewireTransport(settings=SETTINGS, tracer_provider=tracer_provider)
 
     async def home(request: Request) -> JSONResponse:
         if downstream is None:

@@ -31,6 +31,7 @@ from tracewire.client import (
     SUPPRESS_KEY,
     SUPPRESS_PLAIN_KEY,
     ClientTracer,
+    OutgoingRequest,
     error_type,
     protocol_version,
     sanitize_url,
@@ -179,7 +180,9 @@ def client_spans(spans: list[Any]) -> list[Any]:
         ("http://[::1]/x", ("http", "::1", None)),
         ("http://host?x=1@evil", ("http", "host", None)),
         ("http://host#frag", ("http", "host", None)),
-        ("http://host:notaport/", ("http", "host", None)),
+        # A malformed authority names no host (the same rule as the server side's Host).
+        ("http://host:notaport/", ("http", "", None)),
+        ("http://[::1/", ("http", "", None)),
         ("no-scheme", ("", "", None)),
     ],
 )
@@ -207,7 +210,7 @@ def test_sanitize_url(url: str, expected: str) -> None:
 def test_sanitize_url_uses_the_settings_defaults() -> None:
     tracer = ClientTracer(Settings())
     url = "https://h/p?X-Amz-Signature=secret&AWSAccessKeyId=key&keep=1"
-    assert sanitize_url(url, tracer.redact_query) == (
+    assert sanitize_url(url, tracer.source.current().redact_query) == (
         "https://h/p?X-Amz-Signature=REDACTED&AWSAccessKeyId=REDACTED&keep=1"
     )
 
@@ -247,7 +250,7 @@ def _headers(**values: str) -> CaseInsensitiveDict[str]:
 
 def _start(tracer: ClientTracer, headers: Any, url: str = "http://api.local:8080/x?y=1") -> Any:
     scheme, host, port = split_url(url)
-    return tracer.start("GET", scheme, host, port, url, headers, object())
+    return tracer.start(OutgoingRequest("GET", scheme, host, port, url, headers, object()))
 
 
 def test_start_injects_and_describes(tracing: Any) -> None:
@@ -282,14 +285,14 @@ def test_start_injects_and_describes(tracing: Any) -> None:
 def test_default_port_and_unknown_method(tracing: Any) -> None:
     tracer = ClientTracer(Settings(), tracing.provider)
     headers = _headers()
-    call = tracer.start("FETCH", "https", "h", None, "https://h/", headers, None)
+    call = tracer.start(OutgoingRequest("FETCH", "https", "h", None, "https://h/", headers, None))
     call.end()
     (span,) = client_spans(tracing.spans())
     assert span.name == "_OTHER"
     assert span.attributes["http.request.method"] == "_OTHER"
     assert span.attributes["http.request.method_original"] == "FETCH"
     assert span.attributes["server.port"] == 443
-    lower = tracer.start("get", "http", "h", None, "http://h/", _headers(), None)
+    lower = tracer.start(OutgoingRequest("get", "http", "h", None, "http://h/", _headers(), None))
     lower.end()
     span = client_spans(tracing.spans())[-1]
     assert span.name == "GET" and span.attributes["http.request.method_original"] == "get"
@@ -413,7 +416,9 @@ def test_hooks_called_and_contained(tracing: Any, caplog: pytest.LogCaptureFixtu
     tracer = ClientTracer(settings, tracing.provider)
     marker = object()
     with caplog.at_level(logging.WARNING, logger="tracewire"):
-        call = tracer.start("GET", "http", "h", None, "http://h/", _headers(), marker)
+        call = tracer.start(
+            OutgoingRequest("GET", "http", "h", None, "http://h/", _headers(), marker)
+        )
         call.respond(200, None, "the-response")
         call.end()
     assert got == [("request", marker), ("response", "the-response")]
@@ -582,7 +587,7 @@ def test_failing_propagator_is_contained(tracing: Any, caplog: pytest.LogCapture
     # The broken propagator's half-done header is taken back; the others still inject.
     assert "x-broken" not in headers and "traceparent" in headers
     call.end()
-    assert "tracewire fault in client inject:Broken" in caplog.text
+    assert "tracewire fault in client-inject:Broken" in caplog.text
     assert len(client_spans(tracing.spans())) == 1
 
 
@@ -591,4 +596,5 @@ def test_settings_type_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ClientTracer({"propagators": "b3"})  # type: ignore[arg-type]
     monkeypatch.setenv("TRACEWIRE_PROPAGATE_TO", "only.example")
     tracer = ClientTracer()
-    assert tracer.may_propagate("only.example") and not tracer.may_propagate("other.example")
+    plan = tracer.source.current()
+    assert plan.may_propagate("only.example") and not plan.may_propagate("other.example")

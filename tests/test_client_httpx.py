@@ -18,7 +18,7 @@ from tests import test_client_core as core
 from tests.support.servers import free_port
 from tests.test_client_core import EchoServer, client_spans, parse_traceparent
 from tracewire import Settings
-from tracewire.httpx import AsyncTracingTransport, TracingTransport
+from tracewire.httpx import AsyncTracewireTransport, TracewireTransport
 
 # The echo servers (127.0.0.1 and 127.0.0.2) shared with the core tests, one pair per module.
 _echo_servers = core._echo_servers
@@ -27,14 +27,16 @@ other = core.other
 
 
 def make_client(tracing: Any, settings: Settings | None = None, **kwargs: Any) -> httpx.Client:
-    transport = TracingTransport(settings=settings or Settings(), tracer_provider=tracing.provider)
+    transport = TracewireTransport(
+        settings=settings or Settings(), tracer_provider=tracing.provider
+    )
     return httpx.Client(transport=transport, **kwargs)
 
 
 def make_async_client(
     tracing: Any, settings: Settings | None = None, **kwargs: Any
 ) -> httpx.AsyncClient:
-    transport = AsyncTracingTransport(
+    transport = AsyncTracewireTransport(
         settings=settings or Settings(), tracer_provider=tracing.provider
     )
     return httpx.AsyncClient(transport=transport, **kwargs)
@@ -228,7 +230,9 @@ class _Refusing(httpx.BaseTransport):
 
 def test_the_original_exception_object_is_raised(tracing: Any) -> None:
     original = httpx.ConnectError("refused")
-    transport = TracingTransport(_Refusing(original), Settings(), tracer_provider=tracing.provider)
+    transport = TracewireTransport(
+        _Refusing(original), Settings(), tracer_provider=tracing.provider
+    )
     with httpx.Client(transport=transport) as client, pytest.raises(httpx.ConnectError) as info:
         client.get("http://127.0.0.1:1/")
     assert info.value is original
@@ -380,10 +384,10 @@ def test_instrument_client_wraps_transport_and_mounts(tracing: Any, echo: EchoSe
     client = httpx.Client(mounts={"http://127.0.0.2": mounted})
     tw_httpx.instrument_client(client, Settings(), tracer_provider=tracing.provider)
     tw_httpx.instrument_client(client, Settings(), tracer_provider=tracing.provider)  # no-op
-    assert isinstance(client._transport, TracingTransport)
-    assert not isinstance(client._transport.transport, TracingTransport)
+    assert isinstance(client._transport, TracewireTransport)
+    assert not isinstance(client._transport.transport, TracewireTransport)
     (wrapped,) = client._mounts.values()
-    assert isinstance(wrapped, TracingTransport) and wrapped.transport is mounted
+    assert isinstance(wrapped, TracewireTransport) and wrapped.transport is mounted
     with client:
         client.get(f"{echo.url}/echo")
     assert len(client_spans(tracing.spans())) == 1
@@ -397,7 +401,7 @@ def test_instrument_async_client(tracing: Any, echo: EchoServer) -> None:
         client = tw_httpx.instrument_client(
             httpx.AsyncClient(), Settings(), tracer_provider=tracing.provider
         )
-        assert isinstance(client._transport, AsyncTracingTransport)
+        assert isinstance(client._transport, AsyncTracewireTransport)
         async with client:
             await client.get(f"{echo.url}/echo")
 

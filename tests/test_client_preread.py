@@ -9,7 +9,7 @@ import requests
 from requests.adapters import BaseAdapter
 
 from tracewire import Settings
-from tracewire.httpx import AsyncTracingTransport, TracingTransport
+from tracewire.httpx import AsyncTracewireTransport, TracewireTransport
 from tracewire.requests import instrument_session
 
 
@@ -20,7 +20,7 @@ def _handler(request: httpx.Request) -> httpx.Response:
 
 
 def test_httpx_mock_transport_response_ends_the_span(tracing) -> None:  # type: ignore[no-untyped-def]
-    transport = TracingTransport(
+    transport = TracewireTransport(
         httpx.MockTransport(_handler), Settings(), tracer_provider=tracing.provider
     )
     with httpx.Client(transport=transport) as client:
@@ -33,7 +33,7 @@ def test_httpx_mock_transport_response_ends_the_span(tracing) -> None:  # type: 
 
 
 def test_async_httpx_mock_transport_response_ends_the_span(tracing) -> None:  # type: ignore[no-untyped-def]
-    transport = AsyncTracingTransport(
+    transport = AsyncTracewireTransport(
         httpx.MockTransport(_handler), Settings(), tracer_provider=tracing.provider
     )
 

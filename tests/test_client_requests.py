@@ -19,7 +19,7 @@ from tests import test_client_core as core
 from tests.support.servers import free_port
 from tests.test_client_core import EchoServer, client_spans, parse_traceparent
 from tracewire import Settings
-from tracewire.requests import TracingAdapter, instrument_session, uninstrument_session
+from tracewire.requests import TracewireAdapter, instrument_session, uninstrument_session
 
 # The echo servers (127.0.0.1 and 127.0.0.2) shared with the core tests, one pair per module.
 _echo_servers = core._echo_servers
@@ -183,12 +183,12 @@ def test_instrument_session_keeps_the_adapters_configuration(tracing: Any) -> No
     instrument_session(session, Settings(), tracer_provider=tracing.provider)
     instrument_session(session, Settings(), tracer_provider=tracing.provider)  # no-op
     wrapped = session.get_adapter("https://example.com/")
-    assert isinstance(wrapped, TracingAdapter) and wrapped.adapter is inner
+    assert isinstance(wrapped, TracewireAdapter) and wrapped.adapter is inner
     assert wrapped.max_retries.total == 5 and wrapped._pool_maxsize == 3
     assert list(session.adapters) == ["https://", "http://"]  # prefix order kept
     uninstrument_session(session)
     assert session.get_adapter("https://example.com/") is inner
-    assert not any(isinstance(a, TracingAdapter) for a in session.adapters.values())
+    assert not any(isinstance(a, TracewireAdapter) for a in session.adapters.values())
 
 
 # -------------------------------------------------------------------------------- failures

@@ -14,6 +14,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tracewire import Settings, propagation
+from tracewire.compiled import compile_settings
 from tracewire.propagators import B3Propagator, BaggagePropagator, TraceContextPropagator
 from tracewire.settings import DEFAULT_REDACT_HEADERS, DEFAULT_REDACT_QUERY
 
@@ -83,11 +84,18 @@ def test_every_setting_from_mapping(name: str) -> None:
     assert getattr(settings, name) == expected
 
 
-@pytest.mark.parametrize("name", list(ENV_EXAMPLES))
+@pytest.mark.parametrize("name", [n for n in ENV_EXAMPLES if n != "require_parent"])
 def test_every_setting_from_code_string(name: str) -> None:
-    # A string in code is read the way the environment is.
+    # A string in code is read the way the environment is (lists, names, import paths)...
     text, expected = ENV_EXAMPLES[name]
     assert getattr(Settings(**{name: text}), name) == expected
+
+
+@pytest.mark.parametrize("text", ["true", "false", "yes", "1"])
+def test_a_bool_in_code_must_be_a_bool(text: str) -> None:
+    # ...but not booleans: in code "false" is truthy, so a string there is a mistake.
+    with pytest.raises(TypeError, match="require_parent must be a bool, got str"):
+        Settings(require_parent=text)
 
 
 def test_defaults() -> None:
@@ -97,9 +105,9 @@ def test_defaults() -> None:
     assert [n for n, _ in settings.inject_propagator.injectors] == ["tracecontext", "baggage"]
     assert settings.extract_policy == "first"
     assert settings.response_propagation == "none"
-    assert settings.path_excluded is None
-    assert settings.may_propagate("anything.example", 443, "https")
-    assert settings.may_send_baggage("anything.example")
+    assert compile_settings(settings).excluded is None
+    assert compile_settings(settings).may_propagate("anything.example", 443, "https")
+    assert compile_settings(settings).may_send_baggage("anything.example")
     assert settings.redact_headers == DEFAULT_REDACT_HEADERS
     assert settings.redact_query_params == DEFAULT_REDACT_QUERY
     assert settings.require_parent is False
@@ -120,7 +128,8 @@ def test_mapping_values_taken_as_they_are() -> None:
         }
     )
     assert settings.excluded_paths == ("/health", pattern)
-    assert settings.path_excluded is not None and settings.path_excluded("/private/x")
+    excluded = compile_settings(settings).excluded
+    assert excluded is not None and excluded("/private/x")
     assert settings.require_parent is True
     assert settings.server_request_hook is sample_hook
     assert [n for n, _ in settings.composite.extractors] == ["TraceContextPropagator", "b3"]
@@ -129,16 +138,16 @@ def test_mapping_values_taken_as_they_are() -> None:
 
 def test_star_means_every_host() -> None:
     assert Settings.from_env({"TRACEWIRE_PROPAGATE_TO": "*"}).propagate_to is None
-    assert Settings(propagate_to="*").may_propagate("x.example")
+    assert compile_settings(Settings(propagate_to="*")).may_propagate("x.example")
 
 
 def test_baggage_to_defaults_to_propagate_to() -> None:
     settings = Settings(propagate_to=["api.internal"])
-    assert settings.may_send_baggage("api.internal")
-    assert not settings.may_send_baggage("other.example")
+    assert compile_settings(settings).may_send_baggage("api.internal")
+    assert not compile_settings(settings).may_send_baggage("other.example")
     narrower = settings.replace(baggage_to=[])
-    assert narrower.may_propagate("api.internal")
-    assert not narrower.may_send_baggage("api.internal")
+    assert compile_settings(narrower).may_propagate("api.internal")
+    assert not compile_settings(narrower).may_send_baggage("api.internal")
 
 
 # ------------------------------------------------------------------------------ precedence
@@ -159,7 +168,7 @@ def test_sources_shown() -> None:
     sources = {name: source for name, _, source in settings.describe()}
     assert sources["propagators"] == "OTEL_PROPAGATORS"
     assert sources["require_parent"] == "TRACEWIRE_REQUIRE_PARENT"
-    assert sources["extract_policy"] == "default"  # from code; no variable to name
+    assert sources["extract_policy"] == "code"  # an override in code; no variable to name
     assert sources["inject"] == "default"
 
 
@@ -469,8 +478,8 @@ CODE_ERRORS: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     (
         "require-parent",
         {"require_parent": "maybe"},
-        ValueError,
-        "invalid boolean 'maybe' in require_parent",
+        TypeError,
+        "require_parent must be a bool, got str: 'maybe'",
     ),
     ("require-parent-type", {"require_parent": 1}, TypeError, "require_parent must be a bool"),
     (

@@ -7,22 +7,29 @@ Server side::
 
 Client side::
 
-    client = httpx.Client(transport=tracewire.httpx.TracingTransport())
+    client = httpx.Client(transport=tracewire.httpx.TracewireTransport())
     tracewire.requests.instrument_session(session)
 
+One service, one setting::
+
+    tracewire.configure(propagators=["b3multi", "tracecontext"])
+
 Settings come from code, the environment (``OTEL_PROPAGATORS``, ``TRACEWIRE_*``) or a
-framework's config: see :class:`Settings`.
+framework's config: see :class:`Settings`. A middleware's settings reach the outgoing calls
+made while it serves a request, and ``configure`` makes OpenTelemetry's own propagation API
+agree with them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tracewire.defaults import configure, configured
 from tracewire.propagation import CompositePropagator, Extracted
 from tracewire.settings import Settings
 
 if TYPE_CHECKING:
-    from tracewire.asgi import TracewireMiddleware
+    from tracewire.asgi import TracewireASGIMiddleware, TracewireMiddleware
     from tracewire.wsgi import TracewireWSGIMiddleware
 
 __version__ = "0.1.0"
@@ -31,13 +38,17 @@ __all__ = [
     "CompositePropagator",
     "Extracted",
     "Settings",
+    "TracewireASGIMiddleware",
     "TracewireMiddleware",
     "TracewireWSGIMiddleware",
     "__version__",
+    "configure",
+    "configured",
 ]
 
 _LAZY = {
     "TracewireMiddleware": "tracewire.asgi",
+    "TracewireASGIMiddleware": "tracewire.asgi",
     "TracewireWSGIMiddleware": "tracewire.wsgi",
 }
 

@@ -34,7 +34,21 @@ def warn_limited(kind: str, message: str, *, exc_info: bool = False) -> None:
     logger.warning("[%s] %s", kind, message, exc_info=exc_info)
 
 
+_once: set[str] = set()
+
+
+def warn_once(kind: str, message: str) -> None:
+    """Log ``message`` the first time ``kind`` happens in this process (configuration advice
+    that would only repeat itself)."""
+    with _lock:
+        if kind in _once:
+            return
+        _once.add(kind)
+    logger.warning("[%s] %s", kind, message)
+
+
 def reset() -> None:
     """Forget what was reported (for tests)."""
     with _lock:
         _state.clear()
+        _once.clear()

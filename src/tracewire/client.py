@@ -1,11 +1,13 @@
 """The CLIENT span lifecycle and the "may this target receive our headers" decision.
 
-Framework-neutral: ``tracewire.httpx`` and ``tracewire.requests`` translate their request into
-one :meth:`ClientTracer.start` call and their response into :class:`ClientCall` calls. Every rule
-for outgoing requests lives here once:
+Framework-neutral: ``tracewire.httpx`` and ``tracewire.requests`` describe each attempt as an
+:class:`OutgoingRequest`, call :meth:`ClientTracer.start`, and report the response to the
+:class:`ClientCall` they get back. Every rule for outgoing requests lives here once:
 
+* the settings: the client's own, else those of the tracewire middleware serving the current
+  request (so one service has one setting), else the process default;
 * one CLIENT span per attempt, named after the method, with the stable HTTP client attributes
-  (built only for a recording span);
+  given at span start (samplers see them), built only when a span is really started;
 * headers are injected only for targets allowed by ``propagate_to``; baggage only for targets
   allowed by ``baggage_to`` (the context is injected with its baggage cleared otherwise);
 * a propagator whose header the caller already set is skipped for that request (the caller's
@@ -21,32 +23,44 @@ for outgoing requests lives here once:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Collection, Mapping, MutableMapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.baggage import clear as clear_baggage
 from opentelemetry.context import Context, create_key, get_current, set_value
-from opentelemetry.propagators.textmap import Setter, TextMapPropagator
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import (
-    NonRecordingSpan,
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
     TracerProvider,
     get_current_span,
-    get_tracer,
     set_span_in_context,
 )
+from opentelemetry.util.types import AttributeValue
 
-from tracewire import semconv
-from tracewire._log import warn_limited
+from tracewire import _diagnostics, semconv
+from tracewire._fastpath import UnsampledChildren
+from tracewire._instrument import error_status, fault, make_tracer
+from tracewire._log import logger, warn_limited
+from tracewire.authority import effective_port, split_url
 from tracewire.carriers import headers_setter
+from tracewire.compiled import Compiled, settings_in
+from tracewire.defaults import SettingsSource
 from tracewire.matching import ORIGIN_KEY, Origin
 from tracewire.settings import Settings
+
+__all__ = [
+    "ClientCall",
+    "ClientTracer",
+    "OutgoingRequest",
+    "error_type",
+    "lower_names",
+    "protocol_version",
+    "sanitize_url",
+    "split_url",
+]
 
 try:  # The keys OpenTelemetry's own instrumentations read and set; private in the API package.
     from opentelemetry.context import (
@@ -61,64 +75,46 @@ except ImportError:  # pragma: no cover - very old API versions
 # Older instrumentations (and opentelemetry-instrumentation's helpers) also use the plain name.
 SUPPRESS_PLAIN_KEY = "suppress_instrumentation"
 
-INSTRUMENTATION_NAME = "tracewire"
-
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
 Headers = MutableMapping[str, str]
 HeaderNames = Callable[[Any], Collection[str]]
-
-logger = logging.getLogger("tracewire")
+Attributes = dict[str, AttributeValue]
 
 _ERROR = Status(StatusCode.ERROR)
-_RANDOM_FLAG = 0x02  # W3C Level 2 random-trace-id flag, kept on a not-sampled child
 _REDACTED_USERINFO = f"{semconv.REDACTED}:{semconv.REDACTED}@"
 # Attribute names by which another instrumentation's HTTP CLIENT span is recognised (stable
 # and pre-stable semantic conventions).
 _HTTP_METHOD_ATTRIBUTES = (semconv.HTTP_REQUEST_METHOD, "http.method")
 
-
-def _fault(where: str, exc: BaseException) -> None:
-    warn_limited(
-        f"internal:client-{where}", f"tracewire fault in client {where}: {error_type(exc)}"
-    )
-
-
-# ------------------------------------------------------------------------------ small helpers
-_ERROR_TYPES: dict[type[BaseException], str] = {}
-
-
 # Kept under this name for callers of the client module; the rule is shared with the server.
 error_type = semconv.qualified_name
 
 
-def split_url(url: str) -> tuple[str, str, int | None]:
-    """``(scheme, host, explicit port or None)`` of an absolute URL, without parsing the rest.
+def lower_names(headers: Any) -> Collection[str]:
+    """The lowercase names of the headers in any mapping (the generic, slower way)."""
+    return {name.lower() for name in headers}
 
-    Userinfo is skipped; an IPv6 literal comes back without its brackets.
+
+class OutgoingRequest(NamedTuple):
+    """One attempt of an outgoing request, as every client adapter describes it.
+
+    Attributes:
+        method: the request method as sent.
+        scheme, host: of the target; ``port`` as written in the URL (``None``: the default).
+        url: the full URL; ``str(url)`` is only taken when a span is started.
+        headers: the request's header mapping (injected into, and cleaned after the send).
+        native: the library's request object, handed to the hooks.
+        header_names: ``header_names(headers)``, the lowercase names present (a view the
+            library keeps is best; asked at most once).
     """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "", "", None
-    end = len(rest)
-    for delimiter in "/?#":
-        index = rest.find(delimiter, 0, end)
-        if index != -1:
-            end = index
-    netloc = rest[:end]
-    at = netloc.rfind("@")
-    if at != -1:
-        netloc = netloc[at + 1 :]
-    if netloc.startswith("["):
-        close = netloc.find("]")
-        if close == -1:
-            host, port_text = netloc[1:], ""
-        else:
-            host = netloc[1:close]
-            port_text = netloc[close + 2 :] if netloc[close + 1 : close + 2] == ":" else ""
-    else:
-        host, _, port_text = netloc.partition(":")
-    return scheme.lower(), host, int(port_text) if port_text.isdigit() else None
+
+    method: str
+    scheme: str
+    host: str
+    port: int | None
+    url: object
+    headers: Headers
+    native: object
+    header_names: HeaderNames = lower_names
 
 
 def sanitize_url(url: str, redact_query: frozenset[str]) -> str:
@@ -181,47 +177,6 @@ def _note_outer_instrumentation() -> None:
         )
 
 
-def lower_names(headers: Any) -> Collection[str]:
-    """The lowercase names of the headers in any mapping (the generic, slower way)."""
-    return {name.lower() for name in headers}
-
-
-def _unsampled_ids(tracer: Any) -> tuple[Any, bool, bool] | None:
-    """``(id generator, remote-parent fast, local-parent fast)`` for an SDK tracer.
-
-    Under the SDK's default ``ParentBased`` sampler a not-sampled parent always yields a
-    not-sampled child, so that child can be made here without the sampler round trip (most of
-    the cost of an unsampled request), exactly as the SDK would make it. ``None`` while the
-    global provider is still a proxy (asked again later); ``(None, False, False)`` when the
-    configuration offers no such shortcut.
-    """
-    real = tracer
-    if type(tracer).__name__ == "ProxyTracer":
-        real = getattr(tracer, "_tracer", None)
-        if real is None or type(real).__name__ in ("NoOpTracer", "ProxyTracer"):
-            return None
-    none = (None, False, False)
-    try:
-        from opentelemetry.sdk.trace import Tracer as SdkTracer
-        from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
-    except ImportError:  # pragma: no cover - the SDK is a dependency
-        return none
-    if not isinstance(real, SdkTracer) or type(real.sampler) is not ParentBased:
-        return none
-
-    def always_off(name: str) -> bool:
-        sampler = getattr(real.sampler, name, None)
-        return (
-            isinstance(sampler, StaticSampler) and sampler.get_description() == "AlwaysOffSampler"
-        )
-
-    return (
-        real.id_generator,
-        always_off("_remote_parent_not_sampled"),
-        always_off("_local_parent_not_sampled"),
-    )
-
-
 def _remove(headers: Headers, keys: list[str]) -> None:
     for key in keys:
         try:  # noqa: SIM105 - per request; contextlib.suppress would add a context manager
@@ -241,6 +196,13 @@ def _is_http_client_span(span: Span) -> bool:
     return any(name in attributes for name in _HTTP_METHOD_ATTRIBUTES)
 
 
+def _suppressed(ctx: Context) -> bool:
+    if ctx.get(SUPPRESS_HTTP_KEY):
+        _note_outer_instrumentation()
+        return True
+    return bool(ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_PLAIN_KEY))
+
+
 # ------------------------------------------------------------------------------- the tracer
 class ClientTracer:
     """Starts CLIENT spans and injects headers for outgoing requests; built once.
@@ -248,86 +210,38 @@ class ClientTracer:
     Usage (what an adapter does per attempt)::
 
         tracer = ClientTracer(settings, tracer_provider)
-        call = tracer.start("GET", "https", "api.example.com", None, url, headers, request)
-        # call is None: send untouched. Otherwise attach call.context around the send, then
-        # call.cleanup(); call.respond(status, "1.1", response); call.end() or call.end(exc)
+        call = tracer.start(OutgoingRequest("GET", "https", "api.example", None, url, headers,
+                                            request))
+        # call is None: send untouched. Otherwise attach call.context (if any) around the
+        # send, then call.cleanup(); call.respond(status, "1.1", response); call.end(exc)
 
     Parameters:
-        settings: a :class:`~tracewire.Settings`; ``None`` means ``Settings.from_env()``.
+        settings: a :class:`~tracewire.Settings`; ``None``: those of the tracewire
+            middleware serving the current request, else the process default
+            (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: where spans go; ``None`` means the global provider (resolved when
             the first span starts, so the provider may be set after this object is built).
+        **overrides: settings fields, merged over ``settings`` or the process default (then
+            the serving middleware's settings are not used).
     """
 
     def __init__(
-        self, settings: Settings | None = None, tracer_provider: TracerProvider | None = None
-    ) -> None:
-        from tracewire import __version__
-
-        if settings is None:
-            settings = Settings.from_env()
-        elif not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
-        self.settings = settings
-        self.tracer = get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider)
-        self.injectors: tuple[tuple[str, TextMapPropagator, frozenset[str]], ...] = tuple(
-            (name, propagator, frozenset(f.lower() for f in propagator.fields))
-            for name, propagator in settings.inject_propagator.injectors
-        )
-        self.all_fields = frozenset().union(*(fields for _, _, fields in self.injectors))
-        self.may_propagate = settings.may_propagate
-        self.may_send_baggage = settings.may_send_baggage
-        # Both None: every host gets everything, no per-request matching at all.
-        self.open_to_all = settings.may_propagate.allow_all and settings.may_send_baggage.allow_all
-        self.wants_origin = (
-            settings.may_propagate.same_origin or settings.may_send_baggage.same_origin
-        )
-        self.require_parent = settings.require_parent
-        self.request_hook: Callable[..., Any] | None = settings.client_request_hook
-        self.response_hook: Callable[..., Any] | None = settings.client_response_hook
-        self.redact_query = frozenset(settings.redact_query_params)
-        self._fast: tuple[Any, bool, bool] | None = None
-
-    def unsampled_child(self, parent: SpanContext) -> Span | None:
-        """The not-sampled child of a not-sampled ``parent`` without the sampler, if possible."""
-        fast = self._fast
-        if fast is None:
-            fast = self._fast = _unsampled_ids(self.tracer)
-            if fast is None:
-                return None
-        ids, remote_ok, local_ok = fast
-        if ids is None or not (remote_ok if parent.is_remote else local_ok):
-            return None
-        return NonRecordingSpan(
-            SpanContext(
-                parent.trace_id,
-                ids.generate_span_id(),
-                is_remote=False,
-                trace_flags=TraceFlags(parent.trace_flags & _RANDOM_FLAG),
-                trace_state=parent.trace_state,
-            )
-        )
-
-    def start(
         self,
-        method: str,
-        scheme: str,
-        host: str,
-        port: int | None,
-        url: object,
-        headers: Headers,
-        request: object,
-        header_names: HeaderNames = lower_names,
-    ) -> ClientCall | None:
-        """Begin one attempt; ``None`` when this request is not tracewire's to trace.
+        settings: Settings | None = None,
+        tracer_provider: TracerProvider | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.source = SettingsSource(settings, **overrides)
+        self.tracer = make_tracer(tracer_provider)
+        self.unsampled = UnsampledChildren(self.tracer)
 
-        Arguments:
-            method: the request method as sent.
-            scheme, host: of the target; ``port`` as written in the URL (``None``: default).
-            url: the full URL; ``str(url)`` is only taken for a recording span.
-            headers: the outgoing request's case-insensitive header mapping (injected into).
-            request: the library's request object, handed to the hooks.
-            header_names: ``header_names(headers)``, the lowercase names present in the
-                library's header mapping (a view it keeps is best; asked at most once).
+    @property
+    def settings(self) -> Settings:
+        """The settings a call made now, outside any request, would use."""
+        return self.source.for_call(get_current()).settings
+
+    def start(self, request: OutgoingRequest) -> ClientCall | None:
+        """Begin one attempt; ``None`` when this request is not tracewire's to trace.
 
         ``None`` means: instrumentation is suppressed in the current context (OpenTelemetry's
         ``suppress_instrumentation`` / ``suppress_http_instrumentation``, set by exporters
@@ -336,27 +250,23 @@ class ClientTracer:
         """
         try:
             ctx = get_current()
-            if ctx.get(SUPPRESS_HTTP_KEY):
-                _note_outer_instrumentation()
+            if _suppressed(ctx):
                 return None
-            if ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_PLAIN_KEY):
-                return None
+            plan = self.source.for_call(ctx)
+            if self.source.own is not None:
+                serving = settings_in(ctx)
+                if serving is not None and serving.inject_fields != plan.inject_fields:
+                    _diagnostics.settings_differ(plan, serving)
             current = get_current_span(ctx)
-            parent_span = current.get_span_context()
-            if self.require_parent and not parent_span.is_valid:
+            parent = current.get_span_context()
+            if plan.require_parent and not parent.is_valid:
                 return None
-            own_span = not (current.is_recording() and _is_http_client_span(current))
+            own_span = not _is_http_client_span(current)
             if not own_span:
                 _note_outer_instrumentation()
-            if port is None:
-                port = DEFAULT_PORTS.get(scheme)
-            call = ClientCall(
-                self, ctx, parent_span, own_span, method, scheme, host, port, url, headers
-            )
-            call.request = request
-            call.header_names = header_names
+            call = ClientCall(self, plan, request, ctx, own_span)
         except Exception as exc:
-            _fault("start", exc)
+            fault("client-start", exc)
             return None
         return call.open()
 
@@ -374,171 +284,143 @@ class ClientCall:
             (OpenTelemetry contrib patching the library's transport) adds no duplicate span or
             header. ``None`` for a non-recording span: nothing an inner instrumentation would
             add under the same not-sampled parent is exported, so nothing is made current.
-        recording: whether the span records (adapters skip attribute work otherwise).
+        recording: whether the span records (adapters skip response work otherwise).
+        ended: whether :meth:`end` was called.
     """
 
     __slots__ = (
         "context",
         "ended",
-        "header_names",
-        "headers",
-        "host",
         "injected",
-        "method",
         "own_span",
         "parent",
-        "parent_span",
-        "pending",
+        "plan",
         "port",
         "recording",
         "request",
-        "scheme",
         "span",
         "tracer",
-        "url",
     )
 
     def __init__(
         self,
         tracer: ClientTracer,
+        plan: Compiled,
+        request: OutgoingRequest,
         parent: Context,
-        parent_span: SpanContext,
         own_span: bool,
-        method: str,
-        scheme: str,
-        host: str,
-        port: int | None,
-        url: object,
-        headers: Headers,
     ) -> None:
         self.tracer = tracer
+        self.plan = plan
+        self.request = request
         self.parent = parent
-        self.parent_span = parent_span
         self.own_span = own_span
-        self.method = method
-        self.scheme = scheme
-        self.host = host
-        self.port = port
-        self.url = url
-        self.headers = headers
-        self.request: object = None
-        self.header_names: HeaderNames = lower_names
+        self.port = effective_port(request.port, request.scheme)
         self.span: Span | None = None
         self.recording = False
         self.ended = False
         self.injected: list[str] = []
         self.context: Context | None = None
-        self.pending: dict[str, Any] | None = None
 
     # --------------------------------------------------------------------------------- start
     def open(self) -> ClientCall:
         """Start the span and inject; used for the first attempt and for each retry."""
-        tracer = self.tracer
         ctx = self.parent
         if self.own_span:
             try:
-                span = None
-                parent = self.parent_span
-                if parent.is_valid and not parent.trace_flags.sampled:
-                    span = tracer.unsampled_child(parent)
-                if span is None:
-                    name, original = semconv.normalize_method(self.method)
-                    span = tracer.tracer.start_span(name, ctx, kind=SpanKind.CLIENT)
-                    if span.is_recording():
-                        self.recording = True
-                        self.context = set_value(SUPPRESS_HTTP_KEY, True, self.parent)
-                        self._describe(span, name, original)
+                span = self._start_span()
                 self.span = span
                 if span.get_span_context().is_valid:
                     ctx = set_span_in_context(span, ctx)
                 # else: no SDK (a no-op tracer); the caller's context still goes downstream.
             except Exception as exc:
-                _fault("span", exc)
-        if tracer.injectors:
+                fault("client-span", exc)
+        if self.plan.injectors:
             try:
                 self._inject(ctx)
             except Exception as exc:
-                _fault("inject", exc)
+                fault("client-inject", exc)
                 self.cleanup()
         return self
+
+    def _start_span(self) -> Span:
+        parent = get_current_span(self.parent).get_span_context()
+        if parent.is_valid and not parent.trace_flags.sampled:
+            fast = self.tracer.unsampled.child(parent)
+            if fast is not None:
+                return fast
+        name, original = semconv.normalize_method(self.request.method)
+        span = self.tracer.tracer.start_span(
+            name, self.parent, kind=SpanKind.CLIENT, attributes=self._describe(name, original)
+        )
+        if span.is_recording():
+            self.recording = True
+            self.context = set_value(SUPPRESS_HTTP_KEY, True, self.parent)
+            hook = self.plan.client_request_hook
+            if hook is not None:
+                hook(span, self.request.native)
+        return span
+
+    def _describe(self, name: str, original: str | None) -> Attributes:
+        request = self.request
+        attributes: Attributes = {
+            semconv.HTTP_REQUEST_METHOD: name,
+            semconv.URL_FULL: sanitize_url(str(request.url), self.plan.redact_query),
+        }
+        if request.host:
+            attributes[semconv.SERVER_ADDRESS] = request.host
+        if original is not None:
+            attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = original
+        if self.port is not None:
+            attributes[semconv.SERVER_PORT] = self.port
+        return attributes
 
     def next_attempt(self, headers: Headers | None = None) -> ClientCall:
         """A new attempt of the same request (a retry): same parent, fresh span and headers.
 
         ``headers``: the mapping the retry is sent with, if not the original request's.
         """
-        call = ClientCall(
-            self.tracer,
-            self.parent,
-            self.parent_span,
-            self.own_span,
-            self.method,
-            self.scheme,
-            self.host,
-            self.port,
-            self.url,
-            self.headers if headers is None else headers,
-        )
-        call.request = self.request
-        call.header_names = self.header_names
-        return call.open()
-
-    def _describe(self, span: Span, name: str, original: str | None) -> None:
-        tracer = self.tracer
-        attributes: dict[str, Any] = {
-            semconv.HTTP_REQUEST_METHOD: name,
-            semconv.URL_FULL: sanitize_url(str(self.url), tracer.redact_query),
-            semconv.SERVER_ADDRESS: self.host,
-        }
-        if original is not None:
-            attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = original
-        if self.port is not None:
-            attributes[semconv.SERVER_PORT] = self.port
-        hook = tracer.request_hook
-        if hook is None:
-            # Set together with the response's: each set_attributes call costs the SDK a lock
-            # and a validation pass, and nothing reads a span's attributes before it ends.
-            self.pending = attributes
-            return
-        span.set_attributes(attributes)  # before the hook, so that the hook's values win
-        _call_hook("client_request_hook", hook, span, self.request)
+        request = self.request if headers is None else self.request._replace(headers=headers)
+        return ClientCall(self.tracer, self.plan, request, self.parent, self.own_span).open()
 
     def _inject(self, ctx: Context) -> None:
-        tracer = self.tracer
-        if not tracer.open_to_all:
+        plan, request = self.plan, self.request
+        if not plan.open_to_all:
             origin: Origin | None = None
-            if tracer.wants_origin:
+            if plan.wants_origin:
                 found = self.parent.get(ORIGIN_KEY)
                 origin = found if isinstance(found, tuple) else None
-            if not tracer.may_propagate(self.host, self.port, self.scheme, origin):
+            if not plan.may_propagate(request.host, self.port, request.scheme, origin):
                 return
-            if not tracer.may_send_baggage(self.host, self.port, self.scheme, origin):
+            if not plan.may_send_baggage(request.host, self.port, request.scheme, origin):
                 ctx = clear_baggage(ctx)
-        headers = self.headers
+        headers = request.headers
         # One pass over the request's header names, not one lookup per propagator field.
-        taken = tracer.all_fields.intersection(self.header_names(headers))
+        taken = plan.inject_fields.intersection(request.header_names(headers))
         recorder = _Recorder()
         self.injected = recorder.keys
-        for name, propagator, fields in tracer.injectors:
+        for name, propagator, fields in plan.injectors:
             if taken and not taken.isdisjoint(fields):
-                # The caller's headers are worth a note; an outer instrumentation's are not
-                # (its span is only recognisable when it records, so unsampled calls are quiet).
-                if self.recording:
-                    field = min(taken.intersection(fields))
-                    warn_limited(
-                        f"client-explicit-header:{name}",
-                        f"outgoing request already has a {field!r} header; tracewire does not "
-                        f"inject {name} for it and sends the caller's headers unchanged",
-                    )
+                self._note_caller_header(name, taken.intersection(fields))
                 continue
             done = len(recorder.keys)
             try:
                 propagator.inject(headers, ctx, recorder)
             except Exception as exc:
                 # One broken propagator must not cost the others: take back what it set.
-                _fault(f"inject:{name}", exc)
+                fault(f"client-inject:{name}", exc)
                 _remove(headers, recorder.keys[done:])
                 del recorder.keys[done:]
+
+    def _note_caller_header(self, name: str, fields: Collection[str]) -> None:
+        # The caller's headers are worth a note; an outer instrumentation's are not (its span
+        # is only recognisable when it records, so unsampled calls are quiet).
+        if self.recording:
+            warn_limited(
+                f"client-explicit-header:{name}",
+                f"outgoing request already has a {min(fields)!r} header; tracewire does not "
+                f"inject {name} for it and sends the caller's headers unchanged",
+            )
 
     # ------------------------------------------------------------------------------ the send
     def cleanup(self) -> None:
@@ -548,9 +430,9 @@ class ClientCall:
             return
         self.injected = []
         try:
-            _remove(self.headers, keys)
+            _remove(self.request.headers, keys)
         except Exception as exc:
-            _fault("cleanup", exc)
+            fault("client-cleanup", exc)
 
     def respond(
         self,
@@ -565,12 +447,7 @@ class ClientCall:
         if span is None or not self.recording:
             return
         try:
-            attributes = self.pending
-            if attributes is None:
-                attributes = {}
-            else:
-                self.pending = None
-            attributes[semconv.HTTP_RESPONSE_STATUS_CODE] = status_code
+            attributes: Attributes = {semconv.HTTP_RESPONSE_STATUS_CODE: status_code}
             if protocol_version:
                 attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol_version
             if status_code >= 400:
@@ -578,10 +455,10 @@ class ClientCall:
                 span.set_status(_ERROR)
             span.set_attributes(attributes)
         except Exception as exc:
-            _fault("response", exc)
-        response_hook = self.tracer.response_hook
+            fault("client-response", exc)
+        response_hook = self.plan.client_response_hook
         if hook and response_hook is not None:
-            _call_hook("client_response_hook", response_hook, span, self.request, response)
+            response_hook(span, self.request.native, response)
 
     def end(self, exc: BaseException | None = None) -> None:
         """End the span (once; later calls do nothing); ``exc`` makes it an error."""
@@ -589,27 +466,15 @@ class ClientCall:
             return
         self.ended = True
         span = self.span
-        if span is None:
+        if span is None or not self.recording:
             return
         try:
-            if self.pending is not None:  # no response came (or it was not reported)
-                span.set_attributes(self.pending)
-                self.pending = None
-            if exc is not None and self.recording:
-                name = error_type(exc)
-                span.set_attribute(semconv.ERROR_TYPE, name)
-                # Only the class: client exception messages embed URLs with query strings.
-                span.set_status(Status(StatusCode.ERROR, name))
+            if exc is not None:
+                span.set_attribute(semconv.ERROR_TYPE, error_type(exc))
+                span.set_status(error_status(exc))
             span.end()
-        except Exception as fault:
-            _fault("end", fault)
-
-
-def _call_hook(which: str, hook: Callable[..., Any], *args: Any) -> None:
-    try:
-        hook(*args)
-    except Exception as exc:
-        warn_limited(f"hook:{which}", f"{which} raised {error_type(exc)}; request unaffected")
+        except Exception as fault_exc:
+            fault("client-end", fault_exc)
 
 
 def protocol_version(http_version: object) -> str | None:

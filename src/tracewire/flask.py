@@ -6,31 +6,26 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from tracewire.server import _fault
-from tracewire.settings import PREFIX, Settings
-from tracewire.wsgi import EXCEPTION_KEY, ROUTE_KEY, TracewireWSGIMiddleware
+from tracewire._framework import framework_settings
+from tracewire._instrument import check_type, fault
+from tracewire.server import EXCEPTION_KEY, ROUTE_KEY
+from tracewire.settings import Settings
+from tracewire.wsgi import TracewireWSGIMiddleware
 
 __all__ = ["EXTENSION_KEY", "Tracewire", "settings_from_config"]
 
 EXTENSION_KEY = "tracewire"
 
 
-def settings_from_config(config: Any, base: Settings | None = None) -> Settings:
+def settings_from_config(config: Any, base: Settings | None = None, **overrides: Any) -> Settings:
     """``Settings`` from the ``TRACEWIRE_*`` keys of a Flask ``app.config`` over ``base``
-    (default ``Settings.from_env()``).
+    (default: the process default, ``tracewire.configure``, else ``Settings.from_env()``).
 
     Values may be strings (parsed as in the environment) or Python values (lists, callables,
     compiled patterns). A bad value or an unknown ``TRACEWIRE_*`` key raises ``ValueError``
     (``TypeError`` for a value of the wrong type) naming the key.
     """
-    # Unlike environment variables, app.config keys belong to this app: a typo is an error.
-    unknown = Settings.unknown_keys(config, PREFIX)
-    if unknown:
-        valid = ", ".join(PREFIX + f.name.upper() for f in Settings.env_fields())
-        raise ValueError(
-            f"unknown tracewire setting {', '.join(unknown)} in app.config; valid keys: {valid}"
-        )
-    return Settings.from_mapping(config, base=Settings.from_env() if base is None else base)
+    return framework_settings(config, "app.config", base=base, **overrides)
 
 
 class Tracewire:
@@ -48,7 +43,9 @@ class Tracewire:
     Settings come from ``app.config`` keys ``TRACEWIRE_*`` (e.g.
     ``app.config["TRACEWIRE_PROPAGATORS"] = "b3multi,tracecontext"``) over the environment
     (``Settings.from_env()``), unless ``settings`` is given; they are read once, in
-    ``init_app``, where a bad value raises ``ValueError`` naming its key. Spans are named after
+    ``init_app``, where a bad value raises ``ValueError`` naming its key. They are the app's
+    settings for its outgoing calls too: tracewire's httpx and requests hooks built without
+    settings, used while serving a request, take them. Spans are named after
     ``request.url_rule`` (``GET /items/<int:item_id>``), and an exception that Flask turns into
     its 500 response is recorded on the span (``error.type`` is its class name).
 
@@ -65,8 +62,7 @@ class Tracewire:
         *,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
-        if settings is not None and not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
+        check_type("settings", settings, Settings, "a tracewire.Settings")
         self.settings = settings
         self.tracer_provider = tracer_provider
         if app is not None:
@@ -97,7 +93,7 @@ def _remember_route() -> None:
             # A Flask app mounted under a prefix (SCRIPT_NAME) serves its rules below it.
             request.environ[ROUTE_KEY] = request.root_path + rule.rule
     except Exception as exc:
-        _fault("flask-route", exc)
+        fault("flask-route", exc)
 
 
 def _remember_exception(sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
@@ -107,4 +103,4 @@ def _remember_exception(sender: Any, exception: BaseException | None = None, **e
         if exception is not None:
             request.environ[EXCEPTION_KEY] = exception
     except Exception as exc:
-        _fault("flask-exception", exc)
+        fault("flask-exception", exc)

@@ -2,8 +2,8 @@
 
 One line per client::
 
-    client = httpx.Client(transport=TracingTransport())
-    aclient = httpx.AsyncClient(transport=AsyncTracingTransport())
+    client = httpx.Client(transport=TracewireTransport())
+    aclient = httpx.AsyncClient(transport=AsyncTracewireTransport())
 
 An existing client (its transport and every mounted transport)::
 
@@ -18,26 +18,33 @@ Every client made afterwards (a thin switch over ``instrument_client``; reversib
 Each call of the transport is one attempt: each redirect hop is its own CLIENT span with
 freshly injected headers. The span ends when the response body has been read or closed
 (``client.stream(...)`` included), not when the headers arrive.
+
+A transport built without settings uses those of the tracewire middleware serving the current
+request, else the process default (``tracewire.configure``), else the environment.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextvars import Token
 from typing import Any
 
 import httpx
-from opentelemetry.context import attach, detach
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import TracerProvider
 
+from tracewire._instrument import check_type
 from tracewire._switch import GlobalSwitch
-from tracewire.client import ClientCall, ClientTracer, protocol_version
+from tracewire.client import ClientCall, ClientTracer, OutgoingRequest, protocol_version
 from tracewire.settings import Settings
 
 __all__ = [
-    "AsyncTracingTransport",
-    "TracingTransport",
+    "AsyncTracewireTransport",
+    "TracewireTransport",
     "instrument",
     "instrument_client",
+    "is_instrumented",
     "uninstrument",
     "uninstrument_client",
 ]
@@ -50,21 +57,43 @@ def _client_tracer(
     settings: Settings | None,
     tracer_provider: TracerProvider | None,
 ) -> ClientTracer:
-    if tracer is not None:
-        if not isinstance(tracer, ClientTracer):
-            raise TypeError(f"tracer must be a ClientTracer, got {type(tracer).__name__}")
-        return tracer
-    return ClientTracer(settings, tracer_provider)
-
-
-def _start(tracer: ClientTracer, request: httpx.Request) -> ClientCall | None:
-    url = request.url
-    return tracer.start(
-        request.method, url.scheme, url.host, url.port, url, request.headers, request, _NAMES
-    )
+    check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
+    return tracer if tracer is not None else ClientTracer(settings, tracer_provider)
 
 
 _NAMES = httpx.Headers.keys  # lowercase names already
+
+
+def _start(tracer: ClientTracer, request: httpx.Request) -> tuple[ClientCall | None, Any]:
+    """Begin the attempt; the call (``None``: send untouched) and the token to detach."""
+    url = request.url
+    call = tracer.start(
+        OutgoingRequest(
+            request.method, url.scheme, url.host, url.port, url, request.headers, request, _NAMES
+        )
+    )
+    if call is None or call.context is None:
+        return call, None
+    return call, attach(call.context)
+
+
+def _sent(call: ClientCall, token: Token[Context] | None) -> None:
+    if token is not None:
+        detach(token)
+    call.cleanup()
+
+
+def _follow(call: ClientCall, response: httpx.Response, streams: type, traced: type) -> None:
+    """Describe the response; the span ends with its body (now, if it is already read)."""
+    if not call.recording:  # a non-recording span has nothing to end or describe
+        return
+    _respond(call, response)
+    stream = response.stream
+    # A response built with its content (MockTransport, a cache) is already read.
+    if isinstance(stream, streams) and not response.is_stream_consumed:
+        response.stream = traced(stream, call)
+    else:
+        call.end()
 
 
 def _respond(call: ClientCall, response: httpx.Response) -> None:
@@ -128,18 +157,19 @@ class _AsyncTracedStream(httpx.AsyncByteStream):
             self.call.end()
 
 
-class TracingTransport(httpx.BaseTransport):
+class TracewireTransport(httpx.BaseTransport):
     """Wraps an httpx transport so every request through it is traced.
 
     Usage::
 
-        client = httpx.Client(transport=TracingTransport())
+        client = httpx.Client(transport=TracewireTransport())
 
     Parameters:
         transport: the transport that sends the requests; ``None`` means a standard
             ``httpx.HTTPTransport()``. Pass your own to keep its options
             (``HTTPTransport(retries=2, http2=True)``, a proxy, ...).
-        settings: a :class:`~tracewire.Settings`; ``None`` means ``Settings.from_env()``.
+        settings: a :class:`~tracewire.Settings`; ``None``: the serving middleware's, else the
+            process default (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: where spans go; ``None`` means the global provider.
         tracer: a :class:`~tracewire.client.ClientTracer` to share between transports
             (then ``settings`` and ``tracer_provider`` are not used).
@@ -163,48 +193,37 @@ class TracingTransport(httpx.BaseTransport):
         self.tracer = _client_tracer(tracer, settings, tracer_provider)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        call = _start(self.tracer, request)
+        call, token = _start(self.tracer, request)
         if call is None:
             return self.transport.handle_request(request)
-        ctx = call.context
-        token = None if ctx is None else attach(ctx)
         try:
             response = self.transport.handle_request(request)
         except BaseException as exc:
             call.end(exc)
             raise
         finally:
-            if token is not None:
-                detach(token)
-            call.cleanup()
-        if call.recording:  # a non-recording span has nothing to end or describe
-            _respond(call, response)
-            stream = response.stream
-            # A response built with its content (MockTransport, a cache) is already read.
-            if isinstance(stream, httpx.SyncByteStream) and not response.is_stream_consumed:
-                response.stream = _TracedStream(stream, call)
-            else:
-                call.end()
+            _sent(call, token)
+        _follow(call, response, httpx.SyncByteStream, _TracedStream)
         return response
 
     def close(self) -> None:
         self.transport.close()
 
     def __repr__(self) -> str:
-        return f"TracingTransport({self.transport!r})"
+        return f"TracewireTransport({self.transport!r})"
 
 
-class AsyncTracingTransport(httpx.AsyncBaseTransport):
+class AsyncTracewireTransport(httpx.AsyncBaseTransport):
     """Wraps an async httpx transport so every request through it is traced.
 
     Usage::
 
-        client = httpx.AsyncClient(transport=AsyncTracingTransport())
+        client = httpx.AsyncClient(transport=AsyncTracewireTransport())
 
     Parameters:
         transport: the transport that sends the requests; ``None`` means a standard
             ``httpx.AsyncHTTPTransport()``.
-        settings: a :class:`~tracewire.Settings`; ``None`` means ``Settings.from_env()``.
+        settings: a :class:`~tracewire.Settings`; ``None``: as for :class:`TracewireTransport`.
         tracer_provider: where spans go; ``None`` means the global provider.
         tracer: a :class:`~tracewire.client.ClientTracer` to share between transports.
     """
@@ -227,34 +246,24 @@ class AsyncTracingTransport(httpx.AsyncBaseTransport):
         self.tracer = _client_tracer(tracer, settings, tracer_provider)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        call = _start(self.tracer, request)
+        call, token = _start(self.tracer, request)
         if call is None:
             return await self.transport.handle_async_request(request)
-        ctx = call.context
-        token = None if ctx is None else attach(ctx)
         try:
             response = await self.transport.handle_async_request(request)
         except BaseException as exc:
             call.end(exc)
             raise
         finally:
-            if token is not None:
-                detach(token)
-            call.cleanup()
-        if call.recording:
-            _respond(call, response)
-            stream = response.stream
-            if isinstance(stream, httpx.AsyncByteStream) and not response.is_stream_consumed:
-                response.stream = _AsyncTracedStream(stream, call)
-            else:
-                call.end()
+            _sent(call, token)
+        _follow(call, response, httpx.AsyncByteStream, _AsyncTracedStream)
         return response
 
     async def aclose(self) -> None:
         await self.transport.aclose()
 
     def __repr__(self) -> str:
-        return f"AsyncTracingTransport({self.transport!r})"
+        return f"AsyncTracewireTransport({self.transport!r})"
 
 
 # ------------------------------------------------------------------------ existing clients
@@ -262,11 +271,11 @@ AnyClient = httpx.Client | httpx.AsyncClient
 
 
 def _wrap(transport: Any, tracer: ClientTracer, is_async: bool) -> Any:
-    if transport is None or isinstance(transport, TracingTransport | AsyncTracingTransport):
+    if transport is None or isinstance(transport, TracewireTransport | AsyncTracewireTransport):
         return transport
     if is_async:
-        return AsyncTracingTransport(transport, tracer=tracer)
-    return TracingTransport(transport, tracer=tracer)
+        return AsyncTracewireTransport(transport, tracer=tracer)
+    return TracewireTransport(transport, tracer=tracer)
 
 
 def instrument_client(
@@ -297,7 +306,7 @@ def uninstrument_client(client: AnyClient) -> AnyClient:
     """Undo :func:`instrument_client`: the client's own transports are put back."""
 
     def unwrap(transport: Any) -> Any:
-        while isinstance(transport, TracingTransport | AsyncTracingTransport):
+        while isinstance(transport, TracewireTransport | AsyncTracewireTransport):
             transport = transport.transport
         return transport
 
@@ -334,3 +343,22 @@ def uninstrument() -> None:
 def is_instrumented() -> bool:
     """Whether the global switch is on."""
     return _switch.is_on
+
+
+# ----------------------------------------------------------------------- deprecated names
+_DEPRECATED = {
+    "TracingTransport": "TracewireTransport",
+    "AsyncTracingTransport": "AsyncTracewireTransport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module 'tracewire.httpx' has no attribute {name!r}")
+    warnings.warn(
+        f"tracewire.httpx.{name} is deprecated; use tracewire.httpx.{new}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

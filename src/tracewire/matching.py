@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from opentelemetry.context import create_key
 
+from tracewire.authority import effective_port
+
 PatternSpec = str | re.Pattern[str]
 
 REGEX_PREFIX = "re:"
@@ -35,6 +37,13 @@ def _regex_source(pattern: PatternSpec, setting: str) -> str:
     except re.error as exc:
         raise ValueError(f"invalid regular expression {source!r} in {setting}: {exc}") from exc
     return source
+
+
+def validate_patterns(patterns: Sequence[PatternSpec], setting: str) -> None:
+    """``ValueError`` naming ``setting`` for a regular expression that does not compile."""
+    for pattern in patterns:
+        if isinstance(pattern, re.Pattern) or pattern.startswith(REGEX_PREFIX):
+            _regex_source(pattern, setting)
 
 
 class _Patterns:
@@ -76,9 +85,6 @@ class PathMatcher:
         return self._patterns(path)
 
 
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
 class HostMatcher:
     """Decides whether an outgoing request's host may receive trace headers.
 
@@ -107,14 +113,11 @@ class HostMatcher:
         host = host.lower()
         if self._patterns(host):
             return True
-        if port is None and scheme is not None:
-            port = DEFAULT_PORTS.get(scheme.lower())
+        port = effective_port(port, scheme)
         if port is not None and self._patterns(f"{host}:{port}"):
             return True
         if not self.same_origin or origin is None or scheme is None:
             return False
         o_scheme, o_host, o_port = origin
-        o_scheme = o_scheme.lower()
-        if o_port is None:
-            o_port = DEFAULT_PORTS.get(o_scheme)
-        return (o_scheme, o_host.lower(), o_port) == (scheme.lower(), host, port)
+        o_port = effective_port(o_port, o_scheme)
+        return (o_scheme.lower(), o_host.lower(), o_port) == (scheme.lower(), host, port)

@@ -109,6 +109,64 @@ class Extracted(NamedTuple):
 _EMPTY: tuple[SpanContext, ...] = ()
 
 
+class _Merge:
+    """The running result of one extraction: the context so far and the parent it carries."""
+
+    __slots__ = ("before", "conflicts", "ctx", "fmt", "winner")
+
+    def __init__(self, ctx: Context, empty: bool) -> None:
+        self.ctx = ctx
+        # The span in ``ctx``, tracked rather than looked up again for every propagator.
+        self.before = INVALID_SPAN if empty else get_current_span(ctx)
+        self.winner: SpanContext | None = None
+        self.fmt: str | None = None
+        self.conflicts: list[SpanContext] = []
+
+    def add(self, name: str, new_ctx: Context, last: bool) -> None:
+        """Fold in what propagator ``name`` returned (a context other than ``self.ctx``)."""
+        found = get_current_span(new_ctx)
+        if found is self.before:  # it added no span context (e.g. baggage): keep the rest
+            self.ctx = new_ctx
+            return
+        span_context = found.get_span_context()
+        winner = self.winner
+        if winner is None:  # the first span context, valid or not, is taken as it is
+            self.ctx, self.before = new_ctx, found
+            if span_context.is_valid:
+                self.winner, self.fmt = span_context, name
+            return
+        if span_context.is_valid and (last or span_context.trace_id != winner.trace_id):
+            if span_context.trace_id != winner.trace_id:
+                self.conflicts.append(winner if last else span_context)
+            if last:
+                self.ctx, self.before, self.winner, self.fmt = new_ctx, found, span_context, name
+                return
+        elif span_context.is_valid and span_context.trace_state and not winner.trace_state:
+            # The same trace in another format may lend the tracestate the winner lacks.
+            self.winner = SpanContext(
+                winner.trace_id,
+                winner.span_id,
+                is_remote=True,
+                trace_flags=winner.trace_flags,
+                trace_state=span_context.trace_state,
+            )
+            self.before = NonRecordingSpan(self.winner)
+        # An invalid or losing span context never replaces the parent; the rest is kept.
+        self.ctx = set_span_in_context(self.before, new_ctx)
+
+    def result(self) -> Extracted:
+        if not self.conflicts:
+            return Extracted(self.ctx, self.fmt, _EMPTY, self.winner)
+        # Only other traces count, once each (under "last" an early loser may share the final
+        # winner's trace; two B3 propagators read the same headers).
+        trace_id = self.winner.trace_id if self.winner is not None else 0
+        unique: dict[tuple[int, int], SpanContext] = {}
+        for other in self.conflicts:
+            if other.trace_id != trace_id:
+                unique.setdefault((other.trace_id, other.span_id), other)
+        return Extracted(self.ctx, self.fmt, tuple(unique.values()), self.winner)
+
+
 class CompositePropagator(TextMapPropagator):
     """Runs named propagators in order, resolving disagreements by ``policy``.
 
@@ -163,70 +221,20 @@ class CompositePropagator(TextMapPropagator):
         context: Context | None = None,
     ) -> Extracted:
         """Extract into ``context`` (default: a new, empty one, never the current one)."""
-        ctx = Context() if context is None else context
-        winner: SpanContext | None = None
-        fmt: str | None = None
-        conflicts: list[SpanContext] | None = None
+        merge = _Merge(Context() if context is None else context, context is None)
         last = self.policy == "last"
-        # The span in ``ctx``, tracked rather than looked up again for every propagator.
-        before = INVALID_SPAN if context is None else get_current_span(ctx)
         for name, propagator in self.extractors:
             try:
-                new_ctx = propagator.extract(carrier, ctx, getter)
+                found = propagator.extract(carrier, merge.ctx, getter)
             except Exception as exc:
                 # A third-party propagator's bug costs only its own format, not the others'.
                 warn_limited(
                     f"propagator:{name}", f"propagator {name!r} raised {type(exc).__name__}"
                 )
                 continue
-            if new_ctx is ctx:
-                continue
-            found = get_current_span(new_ctx)
-            if found is before:  # this propagator added no span context (e.g. baggage)
-                ctx = new_ctx
-                continue
-            span_context = found.get_span_context()
-            if not span_context.is_valid:
-                if winner is None:
-                    ctx, before = new_ctx, found
-                else:
-                    ctx = set_span_in_context(before, new_ctx)
-                continue
-            if winner is None:
-                winner, fmt, ctx, before = span_context, name, new_ctx, found
-            elif span_context.trace_id != winner.trace_id:
-                if conflicts is None:
-                    conflicts = []
-                if last:
-                    conflicts.append(winner)
-                    winner, fmt, ctx, before = span_context, name, new_ctx, found
-                else:
-                    conflicts.append(span_context)
-                    ctx = set_span_in_context(before, new_ctx)
-            elif last:
-                winner, fmt, ctx, before = span_context, name, new_ctx, found
-            elif span_context.trace_state and not winner.trace_state:
-                winner = SpanContext(
-                    winner.trace_id,
-                    winner.span_id,
-                    is_remote=True,
-                    trace_flags=winner.trace_flags,
-                    trace_state=span_context.trace_state,
-                )
-                before = NonRecordingSpan(winner)
-                ctx = set_span_in_context(before, new_ctx)
-            else:
-                ctx = set_span_in_context(before, new_ctx)
-        if not conflicts:
-            return Extracted(ctx, fmt, _EMPTY, winner)
-        # Only other traces count, once each (under "last" an early loser may share the final
-        # winner's trace; two B3 propagators read the same headers).
-        trace_id = winner.trace_id if winner is not None else 0
-        unique: dict[tuple[int, int], SpanContext] = {}
-        for other in conflicts:
-            if other.trace_id != trace_id:
-                unique.setdefault((other.trace_id, other.span_id), other)
-        return Extracted(ctx, fmt, tuple(unique.values()), winner)
+            if found is not merge.ctx:
+                merge.add(name, found, last)
+        return merge.result()
 
     def extract(
         self,

@@ -19,120 +19,36 @@ closed, so ``stream=True`` responses are timed to the end of the body.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import requests
-from opentelemetry.context import attach, create_key, detach, get_current, set_value
+from opentelemetry.context import attach, detach, set_value
 from opentelemetry.trace import TracerProvider
 from requests.adapters import BaseAdapter, HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool
 
+from tracewire._instrument import check_type, fault
 from tracewire._switch import GlobalSwitch
+from tracewire._urllib3_retries import EXCHANGE_KEY, Exchange, restore_pools, trace_pools
+from tracewire.authority import split_url
 from tracewire.client import (
     ClientCall,
     ClientTracer,
-    _fault,
+    OutgoingRequest,
     lower_names,
     protocol_version,
-    split_url,
 )
 from tracewire.settings import Settings
 
 __all__ = [
-    "TracingAdapter",
+    "TracewireAdapter",
     "instrument",
     "instrument_session",
+    "is_instrumented",
     "uninstrument",
     "uninstrument_session",
 ]
-
-# The exchange (one adapter call) in flight, for the connection pools below the adapter.
-_EXCHANGE_KEY = create_key("tracewire-requests-exchange")
-
-
-class _Exchange:
-    """One ``adapter.send``: its current attempt, and how often the pool was entered."""
-
-    __slots__ = ("call", "pool_calls")
-
-    def __init__(self, call: ClientCall) -> None:
-        self.call = call
-        self.pool_calls = 0
-
-    def pool_call(self, headers: Any, retries: Any) -> None:
-        """The connection pool is about to send; from the second time on, that is a retry."""
-        self.pool_calls += 1
-        if self.pool_calls == 1:
-            return  # the first attempt was started (and injected) by the adapter
-        try:
-            previous = self.call
-            keys = previous.injected
-            previous.cleanup()
-            # urllib3 sends a retry with its own copy of the headers, which still has ours.
-            for key in keys:
-                headers.pop(key, None)
-            history = getattr(retries, "history", None)
-            last = history[-1] if history else None
-            if last is not None and last.error is not None:
-                previous.end(last.error)
-            else:
-                if last is not None and last.status is not None:
-                    previous.respond(last.status, None, None, hook=False)
-                previous.end()
-            self.call = previous.next_attempt(headers)
-        except Exception as exc:
-            _fault("retry", exc)
-
-
-class _TracedPool(HTTPConnectionPool):
-    """A connection pool that reports each ``urlopen`` to the exchange in flight, if any.
-
-    urllib3 makes each retry by calling ``urlopen`` again on the same pool, so this is where
-    attempts can be told apart. Without a tracewire exchange in the context it is the plain
-    pool.
-    """
-
-    def urlopen(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        headers: Any = None,
-        retries: Any = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        exchange = get_current().get(_EXCHANGE_KEY)
-        if type(exchange) is _Exchange and headers is not None:
-            exchange.pool_call(headers, retries)
-        return super().urlopen(method, url, body, headers, retries, *args, **kwargs)
-
-
-_POOL_CLASSES: dict[type[Any], type[Any]] = {HTTPConnectionPool: _TracedPool}
-
-
-def _traced_pool_class(cls: type[Any]) -> type[Any]:
-    if issubclass(cls, _TracedPool) or not issubclass(cls, HTTPConnectionPool):
-        return cls
-    traced = _POOL_CLASSES.get(cls)
-    if traced is None:
-        traced = type(f"Traced{cls.__name__}", (_TracedPool, cls), {})
-        _POOL_CLASSES[cls] = traced
-    return traced
-
-
-def _trace_pools(manager: Any) -> dict[str, type[Any]] | None:
-    """Make ``manager`` (a urllib3 PoolManager) build traced pools; the old classes, or None."""
-    classes = getattr(manager, "pool_classes_by_scheme", None)
-    if not isinstance(classes, dict):
-        return None
-    traced = {scheme: _traced_pool_class(cls) for scheme, cls in classes.items()}
-    if traced == classes:
-        return None
-    manager.pool_classes_by_scheme = traced
-    manager.clear()  # pools built before would keep sending untraced retries
-    return classes
 
 
 class _TracedResponse(requests.Response):
@@ -179,7 +95,7 @@ def _bind(response: requests.Response, call: ClientCall) -> requests.Response:
             response._tracewire_call = call  # type: ignore[attr-defined]
             return response
         except Exception as exc:
-            _fault("response-body", exc)
+            fault("client-response-body", exc)
     call.end()
     return response
 
@@ -190,19 +106,20 @@ def _header_names(headers: Any) -> Collection[str]:
     return store.keys() if isinstance(store, dict) else lower_names(headers)
 
 
-class TracingAdapter(BaseAdapter):
+class TracewireAdapter(BaseAdapter):
     """Wraps a requests transport adapter so every attempt through it is traced.
 
     Usage (what :func:`instrument_session` does for each mounted adapter)::
 
-        session.mount("https://", TracingAdapter(HTTPAdapter(max_retries=Retry(3))))
+        session.mount("https://", TracewireAdapter(HTTPAdapter(max_retries=Retry(3))))
 
     Parameters:
         adapter: the adapter that sends the requests; ``None`` means a new ``HTTPAdapter()``.
             Its configuration is kept. For an ``HTTPAdapter`` the pools of its pool manager
             are made to report retries (one span per attempt); any other adapter gets one
             span per call.
-        settings: a :class:`~tracewire.Settings`; ``None`` means ``Settings.from_env()``.
+        settings: a :class:`~tracewire.Settings`; ``None``: the serving middleware's, else the
+            process default (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: where spans go; ``None`` means the global provider.
         tracer: a :class:`~tracewire.client.ClientTracer` to share between adapters.
 
@@ -223,12 +140,9 @@ class TracingAdapter(BaseAdapter):
             adapter = HTTPAdapter()
         elif not isinstance(adapter, BaseAdapter):
             raise TypeError(f"adapter must be a requests BaseAdapter, got {type(adapter).__name__}")
-        if tracer is None:
-            tracer = ClientTracer(settings, tracer_provider)
-        elif not isinstance(tracer, ClientTracer):
-            raise TypeError(f"tracer must be a ClientTracer, got {type(tracer).__name__}")
+        check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
         self.adapter = adapter
-        self.tracer = tracer
+        self.tracer = tracer if tracer is not None else ClientTracer(settings, tracer_provider)
         # pool manager -> the pool classes it had, for unwrap()
         self._managers: list[tuple[Any, dict[str, type[Any]]]] = []
         proxies = getattr(adapter, "proxy_manager", None)
@@ -243,11 +157,11 @@ class TracingAdapter(BaseAdapter):
         known = {id(m) for m, _ in self._managers}
         for manager in managers:
             if manager is not None and id(manager) not in known:
-                original = _trace_pools(manager)
+                original = trace_pools(manager)
                 if original is not None:
                     self._managers.append((manager, original))
 
-    def send(
+    def send(  # noqa: PLR0913, PLR0917 - requests' own adapter signature
         self,
         request: requests.PreparedRequest,
         stream: bool = False,
@@ -256,31 +170,31 @@ class TracingAdapter(BaseAdapter):
         cert: Any = None,
         proxies: Any = None,
     ) -> requests.Response:
+        options = {
+            "stream": stream,
+            "timeout": timeout,
+            "verify": verify,
+            "cert": cert,
+            "proxies": proxies,
+        }
         call = self._start(request)
         if call is None:
-            return self.adapter.send(
-                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-            )
-        ctx = call.context
-        if ctx is None:
-            # Not recording: nothing to describe or end, and no retry of it would be exported.
+            return self.adapter.send(request, **options)
+        if not call.recording:
+            # Nothing to describe or end, and no retry of it would be exported.
             try:
-                return self.adapter.send(
-                    request,
-                    stream=stream,
-                    timeout=timeout,
-                    verify=verify,
-                    cert=cert,
-                    proxies=proxies,
-                )
+                return self.adapter.send(request, **options)
             finally:
                 call.cleanup()
-        exchange = _Exchange(call)
-        token = attach(set_value(_EXCHANGE_KEY, exchange, ctx))
+        return self._send_traced(call, request, options)
+
+    def _send_traced(
+        self, call: ClientCall, request: requests.PreparedRequest, options: dict[str, Any]
+    ) -> requests.Response:
+        exchange = Exchange(call)
+        token = attach(set_value(EXCHANGE_KEY, exchange, call.context))
         try:
-            response = self.adapter.send(
-                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-            )
+            response = self.adapter.send(request, **options)
         except BaseException as exc:
             exchange.call.end(exc)
             raise
@@ -302,10 +216,19 @@ class TracingAdapter(BaseAdapter):
         try:
             scheme, host, port = split_url(url)
         except Exception as exc:
-            _fault("url", exc)
+            fault("client-url", exc)
             return None
         return self.tracer.start(
-            request.method or "", scheme, host, port, url, request.headers, request, _header_names
+            OutgoingRequest(
+                request.method or "",
+                scheme,
+                host,
+                port,
+                url,
+                request.headers,
+                request,
+                _header_names,
+            )
         )
 
     def close(self) -> None:
@@ -315,10 +238,9 @@ class TracingAdapter(BaseAdapter):
         """The wrapped adapter, with its pool managers' own pool classes put back."""
         for manager, original in self._managers:
             try:
-                manager.pool_classes_by_scheme = original
-                manager.clear()
+                restore_pools(manager, original)
             except Exception as exc:
-                _fault("unwrap", exc)
+                fault("client-unwrap", exc)
         self._managers = []
         return self.adapter
 
@@ -329,7 +251,7 @@ class TracingAdapter(BaseAdapter):
         return getattr(self.adapter, name)
 
     def __repr__(self) -> str:
-        return f"TracingAdapter({self.adapter!r})"
+        return f"TracewireAdapter({self.adapter!r})"
 
 
 # ------------------------------------------------------------------------------- sessions
@@ -343,18 +265,19 @@ def instrument_session(
     """Trace one ``requests.Session``; returns the same session.
 
     Every adapter mounted on it now (by default those for ``http://`` and ``https://``) is
-    wrapped in a :class:`TracingAdapter`; adapters mounted later are not. Calling it again on
+    wrapped in a :class:`TracewireAdapter`; adapters mounted later are not. Calling it again on
     the same session does nothing.
     """
     if not isinstance(session, requests.Session):
         raise TypeError(f"session must be a requests.Session, got {type(session).__name__}")
+    check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
     if tracer is None:
         tracer = ClientTracer(settings, tracer_provider)
     adapters = session.adapters
     for prefix, adapter in list(adapters.items()):
-        if not isinstance(adapter, TracingAdapter):
+        if not isinstance(adapter, TracewireAdapter):
             # Same key, same position: the prefix order requests relies on is unchanged.
-            adapters[prefix] = TracingAdapter(adapter, tracer=tracer)
+            adapters[prefix] = TracewireAdapter(adapter, tracer=tracer)
     return session
 
 
@@ -363,7 +286,7 @@ def uninstrument_session(session: requests.Session) -> requests.Session:
     adapters = session.adapters
     for prefix, adapter in list(adapters.items()):
         inner: BaseAdapter = adapter
-        while isinstance(inner, TracingAdapter):
+        while isinstance(inner, TracewireAdapter):
             inner = inner.unwrap()
         adapters[prefix] = inner
     return session
@@ -395,3 +318,14 @@ def uninstrument() -> None:
 def is_instrumented() -> bool:
     """Whether the global switch is on."""
     return _switch.is_on
+
+
+def __getattr__(name: str) -> Any:
+    if name != "TracingAdapter":
+        raise AttributeError(f"module 'tracewire.requests' has no attribute {name!r}")
+    warnings.warn(
+        "tracewire.requests.TracingAdapter is deprecated; use tracewire.requests.TracewireAdapter",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return TracewireAdapter

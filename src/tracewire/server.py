@@ -1,50 +1,73 @@
-"""The server span lifecycle, shared by the ASGI and WSGI middlewares.
+"""The server span lifecycle, shared by every server adapter (ASGI, WSGI, Django).
 
-The adapters translate their protocol into four calls: ``begin`` when a request arrives,
-``response_started`` when the status is known, ``set_route`` when the framework matched a
-route, and ``end``. Everything here is contained: a fault in tracing is logged (rate limited)
-and the request goes on untraced or with an incomplete span, never with a changed response.
+An adapter describes its request as a :class:`RequestView` and calls
+:meth:`ServerTracer.begin`; the :class:`ServerCall` it gets back is told what happens next:
+
+* ``response_started(status, headers)``: the status is known (returns headers to add);
+* ``response_sent()``: the last byte of the response was handed to the server;
+* ``finished(exc)``: the app's handling is over (it returned, raised, or the WSGI server
+  closed the body).
+
+The rules live here once: the parent comes from the request's headers alone; attributes
+follow the HTTP semantic conventions and are built only for a recording span; the span ends
+when the response is done (a 5xx waits for the exception that usually follows, keeping the
+response's end time); an app that fails before responding is recorded as a 500, whatever the
+protocol; a span ends exactly once. Every step is contained: a fault is logged (rate limited)
+and the request goes on, answered exactly as without tracewire.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from opentelemetry.context import Context, set_value
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import (
     Link,
-    NonRecordingSpan,
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
     TracerProvider,
-    get_tracer,
+    get_current_span,
     set_span_in_context,
 )
 from opentelemetry.util.types import AttributeValue
 
-from tracewire import semconv
-from tracewire._log import warn_limited
+from tracewire import _diagnostics, semconv
+from tracewire._fastpath import UnsampledChildren
+from tracewire._instrument import error_status, fault, make_tracer
+from tracewire.authority import effective_port, parse_authority
+from tracewire.compiled import Compiled
+from tracewire.defaults import SettingsSource
 from tracewire.matching import ORIGIN_KEY, Origin
 from tracewire.propagation import Extracted
-from tracewire.settings import Settings
 
-CarrierT = TypeVar("CarrierT")
+__all__ = [
+    "EXCEPTION_KEY",
+    "ROUTE_KEY",
+    "SPAN_KEY",
+    "RequestView",
+    "ResponseInfo",
+    "ServerCall",
+    "ServerTracer",
+]
+
 Attributes = dict[str, AttributeValue]
+RouteOf = Callable[[Any], "str | None"]
 
-# Marker key put in the ASGI scope / WSGI environ by the outermost tracewire middleware, so a
-# nested one (a mounted sub-app) adds no second SERVER span.
+# Keys in the ASGI scope / WSGI environ (or a framework's request) that adapters share:
+# the marker the outermost tracewire middleware leaves, so a nested one adds no second span;
 SPAN_KEY = "tracewire.server_span"
-
-INSTRUMENTATION_NAME = "tracewire"
+# where a framework integration leaves the matched route template (``/items/{id}``);
+ROUTE_KEY = "tracewire.route"
+# where it leaves an exception its framework turned into a 500 response itself.
+EXCEPTION_KEY = "tracewire.exception"
 
 _ERROR = Status(StatusCode.ERROR)
-_RANDOM_FLAG = 0x02
 
 
 class ResponseInfo(NamedTuple):
@@ -54,215 +77,245 @@ class ResponseInfo(NamedTuple):
     headers: Any  # the protocol's native response headers (ASGI byte pairs / WSGI str pairs)
 
 
-def _unsampled_fast_path(tracer: Any) -> Any:
-    """The SDK id generator when a not-sampled remote parent always yields a non-recording
-    child (the SDK's default ``ParentBased`` sampler); ``False`` when not; ``None`` while the
-    global provider is still a proxy.
+def _no_route(native: Any) -> str | None:
+    return None
 
-    The sampler round trip is most of the cost of an unsampled request; for this configuration
-    its answer is known, so the span is made here exactly as the SDK would make it.
+
+@dataclass(slots=True)
+class RequestView:
+    """One incoming request as every adapter describes it to the core.
+
+    Attributes:
+        method, scheme: as received.
+        path: the decoded path (what ``excluded_paths`` matches).
+        carrier, getter: the request headers in their native shape, and how to read them.
+        native: the protocol's own request (ASGI scope, WSGI environ), for hooks and routes.
+        raw_path: the path as sent, percent-encoding kept (``url.path``); default ``path``.
+        query: the query string without ``?``, if any.
+        host: the ``Host`` header's value (``:authority`` for HTTP/2), if exactly one came.
+        server: the local ``(host, port)`` of the socket, used when there is no usable Host.
+        client: the peer's address.
+        user_agent, protocol: ``User-Agent``; the HTTP version (``1.1``, ``2``).
+        route_of: ``route_of(native)``, the matched route template once the app ran.
     """
-    real = tracer
-    if type(tracer).__name__ == "ProxyTracer":
-        # The global provider's tracer: resolved once an SDK provider is set globally.
-        real = getattr(tracer, "_tracer", None)
-        if real is None or type(real).__name__ in ("NoOpTracer", "ProxyTracer"):
-            return None
-    try:
-        from opentelemetry.sdk.trace import Tracer as SdkTracer
-        from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
-    except ImportError:  # pragma: no cover - the SDK is a dependency
-        return False
-    if not isinstance(real, SdkTracer):
-        return False
-    sampler = real.sampler
-    if type(sampler) is not ParentBased:
-        return False
-    not_sampled = getattr(sampler, "_remote_parent_not_sampled", None)
-    if (
-        not isinstance(not_sampled, StaticSampler)
-        or not_sampled.get_description() != "AlwaysOffSampler"
-    ):
-        return False
-    return real.id_generator
 
+    method: str
+    scheme: str
+    path: str
+    carrier: Any
+    getter: Getter[Any]
+    native: Any
+    raw_path: str | None = None
+    query: str | None = None
+    host: str | None = None
+    server: tuple[str, int | None] | None = None
+    client: str | None = None
+    user_agent: str | None = None
+    protocol: str | None = None
+    route_of: RouteOf = _no_route
 
-def _fault(where: str, exc: BaseException) -> None:
-    warn_limited(f"internal:{where}", f"tracewire fault in {where}: {semconv.qualified_name(exc)}")
+    def authority(self) -> tuple[str | None, int | None]:
+        """``(server.address, server.port)``: the Host the client addressed, else the socket."""
+        parsed = parse_authority(self.host)
+        if parsed is not None:
+            return parsed[0], effective_port(parsed[1], self.scheme)
+        if self.server is not None:
+            return self.server
+        return None, None
+
+    def origin(self) -> Origin:
+        host, port = self.authority()
+        return self.scheme, (host or "").lower(), port
 
 
 class ServerTracer:
-    """Starts, describes and ends SERVER spans. Built once per middleware from ``Settings``."""
+    """Starts, describes and ends SERVER spans; one per middleware.
 
-    def __init__(self, settings: Settings, tracer_provider: TracerProvider | None = None) -> None:
-        from tracewire import __version__
+    Args:
+        source: which settings the middleware uses (its own, or the process default).
+        tracer_provider: the OpenTelemetry ``TracerProvider``; ``None`` means the global one.
+    """
 
-        self.settings = settings
-        self.tracer = get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider)
-        self._extract = settings.composite.extract_detailed
-        self.excluded = settings.path_excluded
-        self._request_hook = settings.server_request_hook
-        self._response_hook = settings.server_response_hook
-        redact = frozenset(settings.redact_headers)
-        self._capture_request = tuple(
-            (name, semconv.REQUEST_HEADER_PREFIX + name, name in redact)
-            for name in settings.capture_request_headers
-        )
-        self._capture_response = frozenset(settings.capture_response_headers)
-        # Header names the request path reads through the carrier (extraction and capture),
-        # for adapters whose carrier is a list to scan; None when a propagator does not say.
-        fields = settings.composite.extract_fields
-        self.wanted_headers: frozenset[bytes] | None = (
-            None
-            if fields is None
-            else frozenset(
-                n.encode("latin-1") for n in (*fields, *settings.capture_request_headers)
-            )
-        )
-        self._redact = redact
-        self._redact_query = frozenset(settings.redact_query_params)
-        self.response_propagation = settings.response_propagation
-        self.response_propagation_on = settings.response_propagation != "none"
-        self._fast_ids: Any = _unsampled_fast_path(self.tracer)
-        self.wants_origin = (
-            settings.may_propagate.same_origin or settings.may_send_baggage.same_origin
-        )
+    def __init__(self, source: SettingsSource, tracer_provider: TracerProvider | None) -> None:
+        self.source = source
+        self.tracer = make_tracer(tracer_provider)
+        self._unsampled = UnsampledChildren(self.tracer)
 
-    # ------------------------------------------------------------------------------ start
-    def begin(
-        self,
-        carrier: CarrierT,
-        getter: Getter[CarrierT],
-        method: str,
-        path: str,
-        describe: Callable[[Any], Attributes],
-        source: Any,
-        origin: Callable[[Any], Origin] | None = None,
-    ) -> tuple[Context, Span | None]:
-        """Extract the incoming context and start the SERVER span in it.
+    def plan(self) -> Compiled:
+        """The compiled settings for the request about to begin."""
+        return self.source.current()
 
-        ``describe(source)`` builds the protocol's attributes; it is only called for a
-        recording span. Returns the context to make current and the span (``None`` for an
-        excluded path, which still gets the incoming context).
-        """
+    def begin(self, view: RequestView, plan: Compiled) -> ServerCall:
+        """Extract the incoming context and start the SERVER span in it."""
         try:
-            extracted = self._extract(carrier, getter)
+            extracted = plan.propagator.extract_detailed(
+                view.carrier, view.getter, plan.base_context
+            )
         except Exception as exc:
             # A broken propagator costs the caller's context, not the request's span: the
             # request starts a new trace, as for any unusable header.
-            _fault("extract", exc)
-            extracted = Extracted(Context(), None, ())
+            fault("extract", exc)
+            extracted = Extracted(plan.base_context, None, ())
         ctx = extracted.context
         try:
-            if self.wants_origin and origin is not None:
-                ctx = set_value(ORIGIN_KEY, origin(source), ctx)
-            if self.excluded is not None and self.excluded(path):
-                return ctx, None
-            name, original = semconv.normalize_method(method)
-            parent = extracted.parent
-            if (
-                parent is not None
-                and not parent.trace_flags.sampled
-                and parent.is_remote
-                and not extracted.conflicts
-            ):
-                fast_ids = self._fast_ids
-                if fast_ids is None:
-                    fast_ids = self._fast_ids = _unsampled_fast_path(self.tracer)
-                if fast_ids:
-                    fast = NonRecordingSpan(
-                        SpanContext(
-                            parent.trace_id,
-                            fast_ids.generate_span_id(),
-                            is_remote=False,
-                            trace_flags=TraceFlags(parent.trace_flags & _RANDOM_FLAG),
-                            trace_state=parent.trace_state,
-                        )
-                    )
-                    return set_span_in_context(fast, ctx), fast
-            conflicts = extracted.conflicts
-            span: Span = self.tracer.start_span(
-                name,
-                ctx,
-                kind=SpanKind.SERVER,
-                links=[Link(sc) for sc in conflicts] if conflicts else None,
-            )
+            if plan.wants_origin:
+                ctx = set_value(ORIGIN_KEY, view.origin(), ctx)
+            if plan.excluded is not None and plan.excluded(view.path):
+                return ServerCall(plan, view, ctx, None)
+            if extracted.format in plan.not_injected:
+                _diagnostics.format_not_injected(extracted.format, plan)
+            span = self._start(view, plan, extracted, ctx)
         except Exception as exc:
-            _fault("start", exc)
-            return ctx, None
+            fault("start", exc)
+            return ServerCall(plan, view, ctx, None)
+        return ServerCall(plan, view, set_span_in_context(span, ctx), span)
+
+    def _start(self, view: RequestView, plan: Compiled, extracted: Extracted, ctx: Context) -> Span:
+        parent = extracted.parent
+        conflicts = extracted.conflicts
+        if parent is not None and not parent.trace_flags.sampled and not conflicts:
+            fast = self._unsampled.child(parent)
+            if fast is not None:
+                return fast
+        name, original = semconv.normalize_method(view.method)
+        span = self.tracer.start_span(
+            name,
+            ctx,
+            kind=SpanKind.SERVER,
+            attributes=describe(view, plan, name, original, extracted.format),
+            links=[Link(sc) for sc in conflicts] if conflicts else None,
+        )
         if span.is_recording():
+            current = get_current_span()
+            if _diagnostics.is_foreign_server_span(current, None):
+                _diagnostics.second_server_span(current)
+            hook = plan.server_request_hook
+            if hook is not None:
+                hook(span, view.native)
+        elif not span.get_span_context().is_valid:
+            _diagnostics.no_sdk()
+        return span
+
+
+def describe(
+    view: RequestView, plan: Compiled, name: str, original: str | None, fmt: str | None
+) -> Attributes:
+    """The SERVER span's attributes (HTTP semantic conventions, stable)."""
+    attributes: Attributes = {
+        semconv.HTTP_REQUEST_METHOD: name,
+        semconv.URL_SCHEME: view.scheme,
+        semconv.URL_PATH: view.raw_path if view.raw_path is not None else view.path,
+    }
+    if original is not None:
+        attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = original
+    if view.query:
+        attributes[semconv.URL_QUERY] = semconv.redact_query(view.query, plan.redact_query)
+    if view.protocol:
+        attributes[semconv.NETWORK_PROTOCOL_VERSION] = view.protocol
+    host, port = view.authority()
+    if host:
+        attributes[semconv.SERVER_ADDRESS] = host
+    if port is not None:
+        attributes[semconv.SERVER_PORT] = port
+    if view.client:
+        attributes[semconv.CLIENT_ADDRESS] = view.client
+    if view.user_agent is not None:
+        attributes[semconv.USER_AGENT_ORIGINAL] = view.user_agent
+    if fmt is not None:
+        attributes[semconv.PROPAGATION_FORMAT] = fmt
+    if plan.capture_request:
+        _capture(attributes, view, plan)
+    return attributes
+
+
+def _capture(attributes: Attributes, view: RequestView, plan: Compiled) -> None:
+    for header, key, redacted in plan.capture_request:
+        values = view.getter.get(view.carrier, header)
+        if values:
+            attributes[key] = [semconv.REDACTED] * len(values) if redacted else values
+
+
+class ServerCall:
+    """One request's span, from ``begin`` to its end; every method is contained.
+
+    Attributes:
+        context: the context to make current for the app (parent, baggage, span, settings).
+        span: the SERVER span, or ``None`` for an excluded path (or a tracing fault).
+        recording: whether the span records (attribute work happens only then).
+        observing: whether the adapter must report the response at all (a recording span,
+            or response headers to add); when false it may hand the app the plain ``send``.
+    """
+
+    __slots__ = (
+        "context",
+        "ended",
+        "observing",
+        "plan",
+        "recording",
+        "sent_at",
+        "span",
+        "status",
+        "view",
+    )
+
+    def __init__(self, plan: Compiled, view: RequestView, context: Context, span: Span | None):
+        self.plan = plan
+        self.view = view
+        self.context = context
+        self.span = span
+        self.recording = span is not None and span.is_recording()
+        self.observing = span is not None and (
+            self.recording or plan.response_propagation != "none"
+        )
+        self.status = 0
+        self.sent_at: int | None = None
+        self.ended = not self.recording  # a non-recording span has nothing to end
+
+    def response_started(self, status: int, headers: Any) -> list[tuple[str, str]]:
+        """Record the status (a SERVER span is an error for 5xx, not 4xx); return the
+        response headers tracewire adds (``traceresponse`` / ``server-timing``, opt-in)."""
+        self.status = status
+        span = self.span
+        if span is None:
+            return []
+        if self.recording:
             try:
-                attributes = describe(source)
-                attributes[semconv.HTTP_REQUEST_METHOD] = name
-                if original is not None:
-                    attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = original
-                if extracted.format is not None:
-                    attributes[semconv.PROPAGATION_FORMAT] = extracted.format
-                query = attributes.get(semconv.URL_QUERY)
-                if query is not None and self._redact_query:
-                    attributes[semconv.URL_QUERY] = semconv.redact_query(
-                        str(query), self._redact_query
-                    )
-                if self._capture_request:
-                    self._capture(attributes, carrier, getter)
-                span.set_attributes(attributes)
+                self._record_response(span, status, headers)
             except Exception as exc:
-                _fault("attributes", exc)
-            if self._request_hook is not None:
-                self._call_hook("server_request_hook", self._request_hook, span, source)
-        return set_span_in_context(span, ctx), span
-
-    def _capture(self, attributes: Attributes, carrier: Any, getter: Getter[Any]) -> None:
-        for name, key, redacted in self._capture_request:
-            values = getter.get(carrier, name)
-            if values:
-                attributes[key] = [semconv.REDACTED] * len(values) if redacted else values
-
-    @staticmethod
-    def _call_hook(which: str, hook: Callable[..., Any], *args: Any) -> None:
+                fault("response", exc)
+            hook = self.plan.server_response_hook
+            if hook is not None:
+                hook(span, ResponseInfo(status, headers))
         try:
-            hook(*args)
+            return self._response_headers(span)
         except Exception as exc:
-            warn_limited(f"hook:{which}", f"{which} raised {semconv.qualified_name(exc)}")
+            fault("response-headers", exc)
+            return []
 
-    # ---------------------------------------------------------------------------- response
-    def response_started(self, span: Span, status_code: int, headers: Any) -> None:
-        """Record the status (5xx is an error for a SERVER span; 4xx is not)."""
-        if not span.is_recording():
-            return
-        try:
-            span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
-            if status_code >= 500:
-                span.set_attribute(semconv.ERROR_TYPE, str(status_code))
-                span.set_status(_ERROR)
-            if self._capture_response:
-                self._capture_response_headers(span, headers)
-        except Exception as exc:
-            _fault("response", exc)
-        if self._response_hook is not None:
-            self._call_hook(
-                "server_response_hook",
-                self._response_hook,
-                span,
-                ResponseInfo(status_code, headers),
-            )
+    def _record_response(self, span: Span, status: int, headers: Any) -> None:
+        attributes: Attributes = {semconv.HTTP_RESPONSE_STATUS_CODE: status}
+        if status >= 500:
+            attributes[semconv.ERROR_TYPE] = str(status)
+            span.set_status(_ERROR)
+        if self.plan.capture_response:
+            attributes.update(self._captured(headers))
+        span.set_attributes(attributes)
+        current = get_current_span()
+        if _diagnostics.is_foreign_server_span(current, span):
+            _diagnostics.second_server_span(current)  # one inside ours (the app's own)
 
-    def _capture_response_headers(self, span: Span, headers: Iterable[tuple[Any, Any]]) -> None:
+    def _captured(self, headers: Iterable[tuple[Any, Any]]) -> Attributes:
+        wanted, redact = self.plan.capture_response, self.plan.redact_headers
         found: dict[str, list[str]] = {}
         for raw_name, raw_value in headers:
-            name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name
-            name = name.lower()
-            if name in self._capture_response:
+            name = (raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name).lower()
+            if name in wanted:
                 value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
-                found.setdefault(name, []).append(
-                    semconv.REDACTED if name in self._redact else value
-                )
-        for name, values in found.items():
-            span.set_attribute(semconv.RESPONSE_HEADER_PREFIX + name, values)
+                found.setdefault(name, []).append(semconv.REDACTED if name in redact else value)
+        return {semconv.RESPONSE_HEADER_PREFIX + name: v for name, v in found.items()}
 
-    def propagation_headers(self, span: Span) -> list[tuple[str, str]]:
-        """Response headers that tell the caller which trace served it (opt-in)."""
-        mode = self.response_propagation
+    def _response_headers(self, span: Span) -> list[tuple[str, str]]:
+        mode = self.plan.response_propagation
         if mode == "none":
             return []
         sc = span.get_span_context()
@@ -273,55 +326,61 @@ class ServerTracer:
             return [("traceresponse", value)]
         return [("server-timing", f"trace;desc={value}")]
 
-    def set_route(self, span: Span, method: str, route: str) -> None:
-        """Name the span after the matched route template (never the raw path)."""
-        if not span.is_recording():
+    def response_sent(self) -> None:
+        """The last byte of the response went out: the span ends, unless it is a 5xx, which
+        waits for ``finished`` (the exception usually follows) but keeps this end time."""
+        if self.ended or self.sent_at is not None:
+            return
+        self.sent_at = time.time_ns()
+        if self.status < 500:
+            self._end(None)
+
+    def finished(self, exc: BaseException | None = None) -> None:
+        """The app's handling is over; ``exc`` is what it raised, if anything. A failure
+        before any response was started is recorded as the 500 the server answers."""
+        if self.ended:
+            return
+        if exc is None:
+            handled = _handled_exception(self.view.native)
+            if handled is not None:
+                exc = handled
+        if exc is not None and not self.status:
+            self.response_started(500, ())
+        self._end(exc)
+
+    def _end(self, exc: BaseException | None) -> None:
+        self.ended = True
+        span = self.span
+        if span is None:
             return
         try:
-            name, _ = semconv.normalize_method(method)
+            if self.recording:
+                self._name_after_route(span)
+                if exc is not None:
+                    span.record_exception(exc, timestamp=self.sent_at)
+                    span.set_attribute(semconv.ERROR_TYPE, semconv.qualified_name(exc))
+                    span.set_status(error_status(exc))
+            span.end(self.sent_at)
+        except Exception as fault_exc:
+            fault("end", fault_exc)
+
+    def _name_after_route(self, span: Span) -> None:
+        view = self.view
+        try:
+            route = view.route_of(view.native)
+        except Exception as exc:  # a user-supplied route_of
+            fault("route", exc)
+            return
+        if route:
+            name, _ = semconv.normalize_method(view.method)
             span.update_name(f"{name} {route}")
             span.set_attribute(semconv.HTTP_ROUTE, route)
-        except Exception as exc:
-            _fault("route", exc)
 
-    def name_after_route(
-        self, span: Span, method: str, route_of: Callable[[Any], str | None], source: Any
-    ) -> None:
-        """``set_route`` with the template ``route_of(source)`` gives, if any; a user-supplied
-        ``route_of`` that raises is contained."""
-        if not span.is_recording():
-            return
-        try:
-            route = route_of(source)
-        except Exception as exc:
-            _fault("route", exc)
-            return
-        if route is not None:
-            self.set_route(span, method, route)
 
-    # --------------------------------------------------------------------------------- end
-    def end(
-        self,
-        span: Span,
-        exc: BaseException | None = None,
-        end_time: int | None = None,
-        *,
-        responded: bool = True,
-    ) -> None:
-        """End ``span``; an exception makes it an error with ``error.type`` and an event.
-
-        ``responded=False`` with an exception: the app failed before starting a response, so
-        the server answers 500, which the span records.
-        """
-        try:
-            if exc is not None and not responded and span.is_recording():
-                self.response_started(span, 500, ())
-            if exc is not None and span.is_recording():
-                # Inside the span: a 5xx span ends when its response did, before the app
-                # re-raised the error that caused it.
-                span.record_exception(exc, timestamp=end_time)
-                span.set_attribute(semconv.ERROR_TYPE, semconv.qualified_name(exc))
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            span.end(end_time)
-        except Exception as fault:
-            _fault("end", fault)
+def _handled_exception(native: Any) -> BaseException | None:
+    # An exception a framework turned into its own error page (Flask, Django).
+    getter = getattr(native, "get", None)
+    if getter is None:
+        return None
+    found = getter(EXCEPTION_KEY)
+    return found if isinstance(found, BaseException) else None

@@ -6,13 +6,20 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Optional
 
-from opentelemetry.context import Context, attach, detach
-from opentelemetry.trace import Span, TracerProvider
+from opentelemetry.context import attach, detach
+from opentelemetry.trace import TracerProvider
 
-from tracewire import semconv
+from tracewire._instrument import fault
 from tracewire.carriers import wsgi_getter
-from tracewire.matching import Origin
-from tracewire.server import SPAN_KEY, Attributes, ServerTracer, _fault
+from tracewire.defaults import SettingsSource
+from tracewire.server import (
+    EXCEPTION_KEY,
+    ROUTE_KEY,
+    SPAN_KEY,
+    RequestView,
+    ServerCall,
+    ServerTracer,
+)
 from tracewire.settings import Settings
 
 __all__ = [
@@ -29,15 +36,6 @@ ExcInfo = tuple[type[BaseException], BaseException, Optional[TracebackType]]  # 
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 RouteOf = Callable[[Environ], "str | None"]
-
-# Where a framework integration (``tracewire.flask``, or a few lines of Django or Falcon
-# middleware) leaves the matched route template, e.g. ``/items/<int:item_id>``.
-ROUTE_KEY = "tracewire.route"
-# Where an integration leaves an exception its framework turned into a 500 response itself
-# (Flask's error handling does), so the span still records it and names its type.
-EXCEPTION_KEY = "tracewire.exception"
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def route_from_environ(environ: Environ) -> str | None:
@@ -61,127 +59,70 @@ def request_path(environ: Environ) -> str:
     return _text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
 
 
-def _host_port(environ: Environ) -> tuple[str, int | None]:
-    host = environ.get("HTTP_HOST")
-    scheme = environ.get("wsgi.url_scheme", "http")
-    if host:
-        if host.startswith("["):
-            end = host.find("]")
-            name, rest = host[1:end], host[end + 1 :]
-            port_text = rest[1:] if rest.startswith(":") else ""
-        else:
-            name, _, port_text = host.partition(":")
-        if port_text.isdigit():
-            return name, int(port_text)
-        return name, _DEFAULT_PORTS.get(scheme)
-    port = environ.get("SERVER_PORT", "")
-    return environ.get("SERVER_NAME", ""), int(port) if port.isdigit() else None
-
-
-def _attributes(environ: Environ) -> Attributes:
+def _view(environ: Environ, route_of: RouteOf) -> RequestView:
     # The request target as received (gunicorn: RAW_URI, werkzeug: REQUEST_URI) keeps the
     # client's percent-encoding; an absolute-form target (proxy requests) is not a path.
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    path = raw.partition("?")[0] if raw and raw[0] == "/" else request_path(environ)
     protocol = environ.get("SERVER_PROTOCOL", "")
-    attributes: Attributes = {
-        semconv.URL_PATH: path,
-        semconv.URL_SCHEME: environ.get("wsgi.url_scheme", "http"),
-    }
-    if protocol.startswith("HTTP/"):
-        attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol[5:]
-    query = environ.get("QUERY_STRING")
-    if query:
-        attributes[semconv.URL_QUERY] = query
-    host, port = _host_port(environ)
-    if host:
-        attributes[semconv.SERVER_ADDRESS] = host
-    if port is not None:
-        attributes[semconv.SERVER_PORT] = port
-    agent = environ.get("HTTP_USER_AGENT")
-    if agent:
-        attributes[semconv.USER_AGENT_ORIGINAL] = agent
-    client = environ.get("REMOTE_ADDR")
-    if client:
-        attributes[semconv.CLIENT_ADDRESS] = client
-    return attributes
+    port = environ.get("SERVER_PORT", "")
+    name = environ.get("SERVER_NAME")
+    return RequestView(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        path=request_path(environ),
+        carrier=environ,
+        getter=wsgi_getter,
+        native=environ,
+        raw_path=raw.partition("?")[0] if raw and raw[0] == "/" else None,
+        query=environ.get("QUERY_STRING") or None,
+        host=environ.get("HTTP_HOST"),
+        server=(name, int(port) if port.isdigit() else None) if name else None,
+        client=environ.get("REMOTE_ADDR") or None,
+        user_agent=environ.get("HTTP_USER_AGENT"),
+        protocol=protocol[5:] if protocol.startswith("HTTP/") else None,
+        route_of=route_of,
+    )
 
 
-def _origin(environ: Environ) -> Origin:
-    host, port = _host_port(environ)
-    return environ.get("wsgi.url_scheme", "http"), host.lower(), port
+class _StartResponse:
+    """The ``start_response`` the app gets: reports the status, adds tracewire's headers."""
 
+    __slots__ = ("call", "start_response")
 
-class _Request:
-    """Per-request state. Calling it is the ``start_response`` the app gets."""
-
-    __slots__ = ("ended", "environ", "route_of", "span", "start_response", "status", "tracer")
-
-    def __init__(
-        self,
-        tracer: ServerTracer,
-        span: Span,
-        environ: Environ,
-        start_response: StartResponse,
-        route_of: RouteOf,
-    ) -> None:
-        self.tracer = tracer
-        self.span = span
-        self.environ = environ
+    def __init__(self, call: ServerCall, start_response: StartResponse) -> None:
+        self.call = call
         self.start_response = start_response
-        self.route_of = route_of
-        self.status = 0
-        self.ended = False
 
     def __call__(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
         try:
-            code = int(status[:3])
-            self.status = code
-            self.tracer.response_started(self.span, code, headers)
-            extra = self.tracer.propagation_headers(self.span)
+            extra = self.call.response_started(int(status[:3]), headers)
             if extra:
                 headers = [*headers, *extra]
         except Exception as exc:
-            _fault("wsgi-response", exc)
+            fault("wsgi-response", exc)
         if exc_info is not None:
             return self.start_response(status, headers, exc_info)
         return self.start_response(status, headers)
 
-    def end(self, exc: BaseException | None = None) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        span, environ = self.span, self.environ
-        if span.is_recording():
-            self.tracer.name_after_route(
-                span, environ.get("REQUEST_METHOD", "GET"), self.route_of, environ
-            )
-            if exc is None:
-                handled = environ.get(EXCEPTION_KEY)
-                if isinstance(handled, BaseException):
-                    exc = handled  # one a framework turned into its own error page
-        self.tracer.end(span, exc, responded=bool(self.status))
-
 
 class _Body:
     """Wraps the response iterable: the request's context is current while the body is
-    produced, and the span ends when the server calls ``close()`` (PEP 3333)."""
+    produced, and the call finishes when the server calls ``close()`` (PEP 3333)."""
 
-    __slots__ = ("_context", "_iterator", "_result", "_state")
+    __slots__ = ("_call", "_iterator", "_result")
 
-    def __init__(self, result: Iterable[bytes], context: Context, state: _Request | None) -> None:
+    def __init__(self, result: Iterable[bytes], call: ServerCall) -> None:
         self._result = result
-        self._context = context
-        self._state = state  # None: the context only (an excluded or non-recording request)
+        self._call = call
         self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
-        token = attach(self._context)
+        token = attach(self._call.context)
         try:
             if self._iterator is None:
                 self._iterator = iter(self._result)
@@ -189,26 +130,23 @@ class _Body:
         except StopIteration:
             raise
         except BaseException as exc:
-            if self._state is not None:
-                self._state.end(exc)
+            self._call.finished(exc)
             raise
         finally:
             detach(token)
 
     def close(self) -> None:
-        token = attach(self._context)
+        token = attach(self._call.context)
         try:
             close = getattr(self._result, "close", None)
             if close is not None:
                 close()
         except BaseException as exc:
-            if self._state is not None:
-                self._state.end(exc)
+            self._call.finished(exc)
             raise
         finally:
             detach(token)
-            if self._state is not None:
-                self._state.end()
+            self._call.finished()
 
 
 class _ListBody(_Body):
@@ -225,8 +163,8 @@ class _ListBody(_Body):
         return len(self._result)  # type: ignore[arg-type]
 
 
-def _hook_close(result: Any, state: _Request) -> bool:
-    """Make ``result.close()`` end the span without changing the object's type.
+def _hook_close(result: Any, call: ServerCall) -> bool:
+    """Make ``result.close()`` finish the call without changing the object's type.
 
     Used for ``wsgi.file_wrapper`` responses: servers send those with ``sendfile`` only when
     the object is still an instance of their wrapper class.
@@ -238,7 +176,7 @@ def _hook_close(result: Any, state: _Request) -> bool:
             if original is not None:
                 original()
         finally:
-            state.end()
+            call.finished()
 
     try:
         result.close = close
@@ -247,21 +185,19 @@ def _hook_close(result: Any, state: _Request) -> bool:
     return True
 
 
-def _body(
-    result: Iterable[bytes], context: Context, state: _Request | None, environ: Environ
-) -> Iterable[bytes]:
+def _body(result: Iterable[bytes], call: ServerCall, environ: Environ) -> Iterable[bytes]:
     kind = type(result)
     if kind is list or kind is tuple:
-        return result if state is None else _ListBody(result, context, state)
+        # Nothing left to run in the request's context: only the end needs to be seen.
+        return _ListBody(result, call) if call.observing else result
     file_wrapper = environ.get("wsgi.file_wrapper")
     if (
-        file_wrapper is not None
-        and isinstance(file_wrapper, type)
+        isinstance(file_wrapper, type)
         and isinstance(result, file_wrapper)
-        and (state is None or _hook_close(result, state))
+        and (not call.observing or _hook_close(result, call))
     ):
         return result
-    return _Body(result, context, state)
+    return _Body(result, call)
 
 
 class TracewireWSGIMiddleware:
@@ -275,67 +211,59 @@ class TracewireWSGIMiddleware:
     It extracts the incoming trace context from the request headers alone, starts one SERVER
     span in it, makes it current for the app's code (also while a streamed body is produced)
     and ends it when the server closes the response iterable, so streaming responses are fully
-    inside the span. ``wsgi.file_wrapper`` responses are returned as they are, so the server's
-    ``sendfile`` fast path still applies. A request already traced by an outer
-    ``TracewireWSGIMiddleware`` passes through; an excluded path gets the incoming context but
-    no span.
+    inside the span. Outgoing calls made while serving the request use this middleware's
+    settings. ``wsgi.file_wrapper`` responses are returned as they are, so the server's
+    ``sendfile`` fast path still applies. A request already traced by an outer tracewire
+    middleware passes through; an excluded path gets the incoming context but no span.
 
     Args:
         app: the WSGI application.
-        settings: a ``tracewire.Settings``; default ``Settings.from_env()``.
+        settings: a ``tracewire.Settings``; default: the process default
+            (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: the OpenTelemetry ``TracerProvider``; default the global one.
         route: ``route(environ) -> str | None`` giving the matched route template for the span
             name, called when the response is done; the default reads ``environ[ROUTE_KEY]``,
             which ``tracewire.flask`` sets.
+        **overrides: settings fields, merged over ``settings`` or the process default.
     """
 
     def __init__(
         self,
         app: WSGIApp,
+        /,
         settings: Settings | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
         route: RouteOf | None = None,
+        **overrides: Any,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, got {type(app).__name__}")
-        if settings is None:
-            settings = Settings.from_env()
-        elif not isinstance(settings, Settings):
-            raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
         if route is not None and not callable(route):
             raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
         self.app = app
-        self.settings = settings
         self.route_of: RouteOf = route or route_from_environ
-        self._tracer = ServerTracer(settings, tracer_provider)
+        self._tracer = ServerTracer(SettingsSource(settings, **overrides), tracer_provider)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force for the next request."""
+        return self._tracer.plan().settings
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if SPAN_KEY in environ:
             return self.app(environ, start_response)
         tracer = self._tracer
-        ctx, span = tracer.begin(
-            environ,
-            wsgi_getter,
-            environ.get("REQUEST_METHOD", "GET"),
-            # The path only matters for excluded_paths; decoding it costs on every request.
-            "" if tracer.excluded is None else request_path(environ),
-            _attributes,
-            environ,
-            _origin,
-        )
-        environ[SPAN_KEY] = span
-        token = attach(ctx)
+        call = tracer.begin(_view(environ, self.route_of), tracer.plan())
+        environ[SPAN_KEY] = call.span
+        token = attach(call.context)
         try:
-            if span is None or not (span.is_recording() or tracer.response_propagation_on):
-                # Excluded, or nothing to record and no header to add: only the context counts.
-                return _body(self.app(environ, start_response), ctx, None, environ)
-            state = _Request(tracer, span, environ, start_response, self.route_of)
-            try:
-                result = self.app(environ, state)
-            except BaseException as exc:
-                state.end(exc)
-                raise
-            return _body(result, ctx, state, environ)
+            result = self.app(
+                environ, _StartResponse(call, start_response) if call.observing else start_response
+            )
+        except BaseException as exc:
+            call.finished(exc)
+            raise
         finally:
             detach(token)
+        return _body(result, call, environ)

@@ -107,7 +107,7 @@ def create_server() -> Any:
     from starlette.routing import Route
 
     from tracewire.asgi import TracewireMiddleware
-    from tracewire.httpx import AsyncTracingTransport
+    from tracewire.httpx import AsyncTracewireTransport
 
     configure_tracing("my-server")
     settings = demo_settings()
@@ -116,7 +116,7 @@ def create_server() -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        transport = AsyncTracingTransport(settings=settings)
+        transport = AsyncTracewireTransport(settings=settings)
         async with httpx.AsyncClient(transport=transport, timeout=CALL_TIMEOUT) as client:
             app.state.client = client
             yield

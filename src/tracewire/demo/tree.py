@@ -60,26 +60,27 @@ def _bar(span: ReceivedSpan, start: int, total: int, width: int, glyphs: Glyphs)
     return glyphs.empty * first + glyphs.full * (last - first) + glyphs.empty * (width - last)
 
 
-def _walk(
-    span: ReceivedSpan,
-    children: dict[str, list[ReceivedSpan]],
-    prefix: str,
-    connector: str,
-    glyphs: Glyphs,
-    out: list[tuple[str, ReceivedSpan]],
-    seen: set[str],
-) -> None:
-    if span.span_id in seen:  # a malformed trace must not loop
-        return
-    seen.add(span.span_id)
-    out.append((prefix + connector + span.name, span))
-    kids = children.get(span.span_id, [])
-    deeper = prefix + (
-        "" if not connector else (glyphs.blank if connector == glyphs.last else glyphs.pipe)
-    )
-    for index, child in enumerate(kids):
-        is_last = index == len(kids) - 1
-        _walk(child, children, deeper, glyphs.last if is_last else glyphs.branch, glyphs, out, seen)
+class _Walk:
+    """Lays out a span tree depth first, each span once (a malformed trace must not loop)."""
+
+    def __init__(self, children: dict[str, list[ReceivedSpan]], glyphs: Glyphs) -> None:
+        self.children = children
+        self.glyphs = glyphs
+        self.rows: list[tuple[str, ReceivedSpan]] = []
+        self.seen: set[str] = set()
+
+    def __call__(self, span: ReceivedSpan, prefix: str = "", connector: str = "") -> None:
+        if span.span_id in self.seen:
+            return
+        self.seen.add(span.span_id)
+        self.rows.append((prefix + connector + span.name, span))
+        glyphs = self.glyphs
+        kids = self.children.get(span.span_id, [])
+        deeper = prefix + (
+            "" if not connector else (glyphs.blank if connector == glyphs.last else glyphs.pipe)
+        )
+        for index, child in enumerate(kids):
+            self(child, deeper, glyphs.last if index == len(kids) - 1 else glyphs.branch)
 
 
 def render_trace(
@@ -98,13 +99,14 @@ def render_trace(
             children.setdefault(span.parent_id, []).append(span)
         else:
             roots.append(span)
-    rows: list[tuple[str, ReceivedSpan]] = []
-    seen: set[str] = set()
+    walk = _Walk(children, glyphs)
     for root in roots:
-        _walk(root, children, "", "", glyphs, rows, seen)
+        walk(root)
     for span in ordered:  # spans in a parent cycle have no root: show each on its own
-        if span.span_id not in seen:
-            _walk(span, {}, "", "", glyphs, rows, seen)
+        if span.span_id not in walk.seen:
+            walk.children = {}
+            walk(span)
+    rows = walk.rows
 
     start = min(s.start_ns for s in ordered)
     end = max(s.end_ns for s in ordered)

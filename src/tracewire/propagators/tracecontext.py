@@ -72,11 +72,8 @@ class _ValidatedTraceState(TraceState):
 _EMPTY_STATE = _ValidatedTraceState(())
 
 
-def parse_traceparent(value: str) -> tuple[int, int, int] | None:
-    """``(trace_id, span_id, flags)`` from one ``traceparent`` value, or ``None`` if invalid.
-
-    ``flags`` are the raw 8 bits; the caller keeps only the ones it knows.
-    """
+def _fields(value: str) -> bytes | None:
+    """The 26 bytes of version, trace id, parent id and flags, if the text is well formed."""
     if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
         return None
     # The four fields without their dashes: 52 characters, unless a field held a "-".
@@ -89,14 +86,20 @@ def parse_traceparent(value: str) -> tuple[int, int, int] | None:
         raw = bytes.fromhex(digits)
     except ValueError:
         return None
-    if raw.hex() != digits:
-        return None
-    version = raw[0]
-    if version == 0xFF:
+    return raw if raw.hex() == digits else None
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """``(trace_id, span_id, flags)`` from one ``traceparent`` value, or ``None`` if invalid.
+
+    ``flags`` are the raw 8 bits; the caller keeps only the ones it knows.
+    """
+    raw = _fields(value)
+    if raw is None or raw[0] == 0xFF:
         return None
     # A later version may append "-..." fields; a "," there means a server joined two
     # traceparent fields into one value, which is a repeated header, so invalid.
-    if len(value) > 55 and (version == 0 or value[55] != "-" or "," in value):
+    if len(value) > 55 and (raw[0] == 0 or value[55] != "-" or "," in value):
         return None
     trace_id = int.from_bytes(raw[1:17], "big")
     span_id = int.from_bytes(raw[17:25], "big")

@@ -1,0 +1,108 @@
+"""Say when a trace is about to break: the silent breakers users hit most, each said once.
+
+Each check is cheap enough for the request path (a set lookup, a flag) and reports once per
+process through :func:`tracewire._log.warn_once`, with the setting that fixes it.
+``tracewire check`` asks :func:`static_breakers` for the ones that can be seen before any
+request arrives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+
+from tracewire._log import warn_once
+from tracewire.compiled import Compiled
+
+__all__ = [
+    "format_not_injected",
+    "no_sdk",
+    "second_server_span",
+    "settings_differ",
+    "static_breakers",
+]
+
+
+def format_not_injected(name: str, plan: Compiled) -> None:
+    """A request arrived in format ``name``, which this service does not send on."""
+    warn_once(
+        f"breaker:not-injected:{name}",
+        f"requests arrive with {name} trace headers, but this service injects only "
+        f"{_names(plan)}: downstream services that read only {name} start new traces; add "
+        f"{name!r} to the inject list (TRACEWIRE_INJECT / Settings(inject=[...]))",
+    )
+
+
+def second_server_span(other: Span) -> None:
+    """Another instrumentation's SERVER span is open around or inside ours."""
+    name = getattr(getattr(other, "instrumentation_scope", None), "name", None) or "another"
+    warn_once(
+        "breaker:second-server-span",
+        f"{name} instrumentation also starts a SERVER span for requests tracewire traces, so "
+        "each request has two; remove one of them (e.g. the OpenTelemetry contrib middleware)",
+    )
+
+
+def no_sdk() -> None:
+    """Spans are no-ops: no SDK ``TracerProvider`` is set."""
+    warn_once(
+        "breaker:no-sdk",
+        "no OpenTelemetry SDK TracerProvider is set, so no span is recorded; call "
+        "tracewire.sdk.configure(service_name=...) at start-up (or set one yourself), or pass "
+        "tracer_provider=",
+    )
+
+
+def settings_differ(own: Compiled, serving: Compiled) -> None:
+    """A client with settings of its own injects other formats than the app it runs in."""
+    warn_once(
+        "breaker:client-settings",
+        f"an outgoing call injects {_names(own)} while the app serving the request uses "
+        f"{_names(serving)}; build the client without settings= to use the app's",
+    )
+
+
+def is_foreign_server_span(span: Span, ours: Span | None) -> bool:
+    """Whether ``span`` is a recording SERVER span that tracewire did not start."""
+    return (
+        span is not ours and span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER
+    )
+
+
+def _names(plan: Compiled) -> str:
+    return ", ".join(name for name, _, _ in plan.injectors) or "none"
+
+
+def static_breakers(plan: Compiled, tracer_provider: Any = None) -> list[str]:
+    """What can be seen to break traces before any request: for ``tracewire check``."""
+    found: list[str] = []
+    extract = {name for name, _ in plan.propagator.extractors}
+    for name in sorted(extract):
+        if name in plan.not_injected:
+            found.append(
+                f"extracts {name} but does not inject it: downstream {name} services start "
+                f"new traces (add {name!r} to inject)"
+            )
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
+        found.append(
+            "no OpenTelemetry SDK TracerProvider is set in this process (yet): spans are no-ops "
+            "unless the app sets one up at start-up (tracewire.sdk.configure)"
+        )
+    from opentelemetry import propagate
+
+    from tracewire.defaults import ServicePropagator
+
+    textmap = propagate.get_global_textmap()
+    if not isinstance(textmap, ServicePropagator) and set(textmap.fields) != set(
+        plan.injector.fields
+    ):
+        found.append(
+            "OpenTelemetry's global propagator injects "
+            f"{', '.join(sorted(textmap.fields)) or 'nothing'}, not what tracewire injects: "
+            "other instrumentations (Celery, gRPC, propagate.inject) send other headers; "
+            "call tracewire.configure()"
+        )
+    return found

@@ -1,0 +1,105 @@
+"""The not-sampled shortcut: the child of a not-sampled parent, made without the SDK's sampler.
+
+Under the SDK's default sampler (``ParentBased`` whose not-sampled-parent delegates are
+``ALWAYS_OFF``) a not-sampled parent always yields a non-recording child. The sampler round
+trip is most of the cost of such a request, and its answer is known, so the child is made
+here exactly as the SDK makes it: a ``NonRecordingSpan`` with the parent's trace id and trace
+state, a fresh span id from the provider's id generator, the sampled flag off, and W3C's
+random-trace-id flag kept.
+
+This relies on SDK internals, all read once per tracer (never per request) and checked by
+``tests/test_fastpath.py`` against the real SDK for every sampler shape:
+
+* ``opentelemetry.trace.ProxyTracer._tracer``: what the global tracer resolved to, once an
+  SDK provider was set globally (until then there is no answer, and it is asked again);
+* ``opentelemetry.sdk.trace.Tracer.sampler`` and ``.id_generator``;
+* ``ParentBased._remote_parent_not_sampled`` / ``._local_parent_not_sampled``, which must be
+  the SDK's own ``ALWAYS_OFF`` static sampler.
+
+Anything else (a custom sampler, custom delegates, no SDK) turns the shortcut off: the SDK
+then decides as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Tracer
+
+from tracewire.propagators.tracecontext import FLAG_RANDOM
+
+__all__ = ["UnsampledChildren"]
+
+_UNKNOWN = object()
+
+
+class _Plan:
+    """What the probe found for one tracer."""
+
+    __slots__ = ("ids", "local", "remote")
+
+    def __init__(self, ids: Any, remote: bool, local: bool) -> None:
+        self.ids = ids
+        self.remote = remote
+        self.local = local
+
+
+_OFF = _Plan(None, remote=False, local=False)
+
+
+def _probe(tracer: Tracer) -> _Plan | None:
+    """The plan for ``tracer``; ``None`` while the global provider is not set yet."""
+    real: Any = tracer
+    if type(tracer).__name__ == "ProxyTracer":
+        real = getattr(tracer, "_tracer", None)
+        if real is None or type(real).__name__ in ("NoOpTracer", "ProxyTracer"):
+            return None
+    try:
+        from opentelemetry.sdk.trace import Tracer as SdkTracer
+        from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
+    except ImportError:  # pragma: no cover - the SDK is a dependency
+        return _OFF
+    if not isinstance(real, SdkTracer) or type(real.sampler) is not ParentBased:
+        return _OFF
+
+    def always_off(name: str) -> bool:
+        delegate = getattr(real.sampler, name, None)
+        return (
+            isinstance(delegate, StaticSampler) and delegate.get_description() == "AlwaysOffSampler"
+        )
+
+    remote = always_off("_remote_parent_not_sampled")
+    local = always_off("_local_parent_not_sampled")
+    if not (remote or local):
+        return _OFF
+    return _Plan(real.id_generator, remote, local)
+
+
+class UnsampledChildren:
+    """Makes the SDK's not-sampled child of a not-sampled parent, when the shortcut holds."""
+
+    __slots__ = ("_plan", "_tracer")
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+        self._plan: _Plan | None = None
+
+    def child(self, parent: SpanContext) -> NonRecordingSpan | None:
+        """The child span of the not-sampled ``parent``, or ``None``: ask the SDK instead."""
+        plan = self._plan
+        if plan is None:
+            plan = _probe(self._tracer)
+            if plan is None:
+                return None
+            self._plan = plan
+        if not (plan.remote if parent.is_remote else plan.local):
+            return None
+        return NonRecordingSpan(
+            SpanContext(
+                parent.trace_id,
+                plan.ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=TraceFlags(parent.trace_flags & FLAG_RANDOM),
+                trace_state=parent.trace_state,
+            )
+        )

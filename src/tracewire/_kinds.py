@@ -1,0 +1,235 @@
+"""The kinds of value a setting can hold: how each is read from text and checked in any form.
+
+Every setting names one :class:`Kind`. ``parse`` turns the text of an environment variable or
+a config string into a value; ``check`` takes a value from any source (code, a mapping, a
+parsed string), normalises it (sequences become tuples, names are folded) and raises a
+``ValueError``/``TypeError`` naming the setting as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.propagators.textmap import TextMapPropagator
+
+from tracewire.matching import PatternSpec, validate_patterns
+from tracewire.propagation import NONE, resolve
+
+Hook = Callable[..., Any]
+Parse = Callable[[str, str], Any]
+Check = Callable[[Any, str], Any]
+
+ANY_HOST = "*"
+
+
+class Kind:
+    """How one kind of setting is read from text (``parse``) and checked (``check``)."""
+
+    __slots__ = ("check", "parse")
+
+    def __init__(self, parse: Parse, check: Check) -> None:
+        self.parse = parse
+        self.check = check
+
+
+def fail_type(label: str, expected: str, value: object) -> TypeError:
+    return TypeError(f"{label} must be {expected}, got {type(value).__name__}: {value!r}")
+
+
+# ------------------------------------------------------------------------------------ text
+def parse_list(text: str, label: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _sequence(value: object, label: str, expected: str) -> tuple[Any, ...]:
+    """``value`` as a tuple; a string is one comma-separated list."""
+    if isinstance(value, str):
+        return parse_list(value, label)
+    if isinstance(value, bytes) or not isinstance(value, Sequence | set | frozenset):
+        raise fail_type(label, expected, value)
+    return tuple(value)
+
+
+# ----------------------------------------------------------------------------- propagators
+def _check_propagators(value: object, label: str) -> tuple[str | TextMapPropagator, ...]:
+    expected = "a sequence of propagator names or TextMapPropagator instances"
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{label} is empty; name the propagators, or 'none' for no propagation")
+    items = _sequence(value, label, expected)
+    if not items:
+        raise ValueError(f"{label} is empty; name the propagators, or 'none' for no propagation")
+    checked: list[str | TextMapPropagator] = []
+    for item in items:
+        if isinstance(item, TextMapPropagator):
+            checked.append(item)
+            continue
+        if not isinstance(item, str):
+            raise fail_type(label, expected, item)
+        name = item.strip().lower()
+        if name in checked:
+            raise ValueError(f"propagator {name!r} is listed twice in {label}")
+        if name != NONE:
+            resolve(name, label)  # an unknown or broken propagator fails here, at start-up
+        checked.append(name)
+    if NONE in checked and len(checked) > 1:
+        raise ValueError(f"'none' in {label} cannot be combined with other propagators")
+    return tuple(checked)
+
+
+PROPAGATORS = Kind(parse_list, _check_propagators)
+OPTIONAL_PROPAGATORS = Kind(
+    parse_list, lambda value, label: None if value is None else _check_propagators(value, label)
+)
+
+
+# --------------------------------------------------------------------------------- choices
+def choice(choices: Sequence[str]) -> Kind:
+    def check(value: object, label: str) -> str:
+        if not isinstance(value, str):
+            raise fail_type(label, "a string", value)
+        word = value.strip().lower()
+        if word not in choices:
+            raise ValueError(f"invalid {label} {value!r}; valid choices: {', '.join(choices)}")
+        return word
+
+    return Kind(lambda text, label: text.strip().lower(), check)
+
+
+# -------------------------------------------------------------------------------- patterns
+_PATTERNS = "a sequence of strings or compiled regular expressions"
+
+
+def _check_patterns(value: object, label: str) -> tuple[PatternSpec, ...]:
+    items = _sequence(value, label, _PATTERNS)
+    for item in items:
+        if not isinstance(item, str | re.Pattern) or (isinstance(item, str) and not item):
+            raise fail_type(label, _PATTERNS, item)
+    validate_patterns(items, label)
+    return items
+
+
+PATTERNS = Kind(parse_list, _check_patterns)
+
+
+def _parse_hosts(text: str, label: str) -> tuple[str, ...] | None:
+    items = parse_list(text, label)
+    if items == (ANY_HOST,):
+        return None
+    if items == (NONE,):
+        return ()
+    return items
+
+
+def _check_hosts(value: object, label: str) -> tuple[PatternSpec, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(
+                f"{label} is an empty string; use '*' (or None) for every host, "
+                "'none' (or an empty list) for no host, or a list of host patterns"
+            )
+        value = _parse_hosts(value, label)
+        if value is None:
+            return None
+    return _check_patterns(value, label)
+
+
+HOSTS = Kind(_parse_hosts, _check_hosts)
+
+# RFC 9110 token characters: what a header name may hold.
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _check_names(value: object, label: str) -> tuple[str, ...]:
+    items = _sequence(value, label, "a sequence of strings")
+    for item in items:
+        if not isinstance(item, str):
+            raise fail_type(label, "a sequence of strings", item)
+        if not item.strip():
+            raise ValueError(f"an empty name in {label}")
+    return tuple(item.strip() for item in items)
+
+
+def _check_header_names(value: object, label: str) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in _check_names(value, label))
+    for name in names:
+        if not _TOKEN.issuperset(name):
+            raise ValueError(f"invalid header name {name!r} in {label}")
+    return names
+
+
+NAMES = Kind(parse_list, _check_names)
+HEADER_NAMES = Kind(parse_list, _check_header_names)
+
+
+# ----------------------------------------------------------------------------------- hooks
+def _parse_hook(text: str, label: str) -> Hook | None:
+    target = text.strip()
+    if not target:
+        return None
+    module_name, colon, attr = target.partition(":")
+    if not colon or not module_name or not attr:
+        raise ValueError(f"invalid hook {target!r} in {label}; expected 'package.module:function'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import hook {target!r} in {label}: {exc}") from exc
+    if not callable(obj):
+        raise TypeError(f"hook {target!r} in {label} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _check_hook(value: object, label: str) -> Hook | None:
+    if isinstance(value, str):  # an import path, from code as from text
+        return _parse_hook(value, label)
+    if value is not None and not callable(value):
+        raise fail_type(label, "a callable or None", value)
+    return value
+
+
+HOOK = Kind(_parse_hook, _check_hook)
+
+# ------------------------------------------------------------------------------------ bool
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse_bool(text: str, label: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(
+        f"invalid boolean {text!r} in {label}; use one of: {', '.join(_TRUE + _FALSE)}"
+    )
+
+
+def _check_bool(value: object, label: str) -> bool:
+    # Text is parsed by the readers of text; in code, "false" would be truthy, so only a bool.
+    if not isinstance(value, bool):
+        raise fail_type(label, "a bool", value)
+    return value
+
+
+BOOL = Kind(_parse_bool, _check_bool)
+
+
+# --------------------------------------------------------------------------------- display
+def show(value: object) -> str:
+    """A setting's value as ``tracewire check`` prints it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, re.Pattern):
+        return f"re:{value.pattern}"
+    if isinstance(value, TextMapPropagator):
+        return type(value).__name__
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}:{value.__qualname__}"
+    return repr(value)
