@@ -254,7 +254,7 @@ def _start(tracer: ClientTracer, headers: Any, url: str = "http://api.local:8080
 
 
 def test_start_injects_and_describes(tracing: Any) -> None:
-    tracer = ClientTracer(Settings(), tracing.provider)
+    tracer = ClientTracer(Settings(), tracer_provider=tracing.provider)
     root_tracer = tracing.provider.get_tracer("test")
     with root_tracer.start_as_current_span("root") as root:
         headers = _headers(accept="*/*")
@@ -283,7 +283,7 @@ def test_start_injects_and_describes(tracing: Any) -> None:
 
 
 def test_default_port_and_unknown_method(tracing: Any) -> None:
-    tracer = ClientTracer(Settings(), tracing.provider)
+    tracer = ClientTracer(Settings(), tracer_provider=tracing.provider)
     headers = _headers()
     call = tracer.start(OutgoingRequest("FETCH", "https", "h", None, "https://h/", headers, None))
     call.end()
@@ -300,7 +300,7 @@ def test_default_port_and_unknown_method(tracing: Any) -> None:
 
 @pytest.mark.parametrize("status", [404, 500])
 def test_error_statuses(tracing: Any, status: int) -> None:
-    call = _start(ClientTracer(Settings(), tracing.provider), _headers())
+    call = _start(ClientTracer(Settings(), tracer_provider=tracing.provider), _headers())
     call.respond(status, None, None)
     call.end()
     (span,) = client_spans(tracing.spans())
@@ -309,7 +309,7 @@ def test_error_statuses(tracing: Any, status: int) -> None:
 
 
 def test_exception_ends_once_with_error_type(tracing: Any) -> None:
-    call = _start(ClientTracer(Settings(), tracing.provider), _headers())
+    call = _start(ClientTracer(Settings(), tracer_provider=tracing.provider), _headers())
     call.end(httpx.ReadTimeout("slow"))
     call.end()  # later calls do nothing
     (span,) = client_spans(tracing.spans())
@@ -320,7 +320,7 @@ def test_exception_ends_once_with_error_type(tracing: Any) -> None:
 
 @pytest.mark.parametrize("key", [SUPPRESS_KEY, SUPPRESS_HTTP_KEY, SUPPRESS_PLAIN_KEY])
 def test_suppressed_context_means_untouched(tracing: Any, key: str) -> None:
-    tracer = ClientTracer(Settings(), tracing.provider)
+    tracer = ClientTracer(Settings(), tracer_provider=tracing.provider)
     headers = _headers()
     token = context.attach(context.set_value(key, True))
     try:
@@ -332,7 +332,7 @@ def test_suppressed_context_means_untouched(tracing: Any, key: str) -> None:
 
 
 def test_require_parent(tracing: Any) -> None:
-    tracer = ClientTracer(Settings(require_parent=True), tracing.provider)
+    tracer = ClientTracer(Settings(require_parent=True), tracer_provider=tracing.provider)
     headers = _headers()
     assert _start(tracer, headers) is None
     assert "traceparent" not in headers
@@ -345,7 +345,7 @@ def test_require_parent(tracing: Any) -> None:
 
 def test_propagate_to_and_baggage_to(tracing: Any) -> None:
     settings = Settings(propagate_to=["api.local", "*.trusted"], baggage_to=["api.local"])
-    tracer = ClientTracer(settings, tracing.provider)
+    tracer = ClientTracer(settings, tracer_provider=tracing.provider)
     token = context.attach(baggage.set_baggage("user", "alice"))
     try:
         allowed, no_baggage, outside = _headers(), _headers(), _headers()
@@ -367,7 +367,7 @@ def test_propagate_to_and_baggage_to(tracing: Any) -> None:
 
 def test_host_port_pin_and_same_origin(tracing: Any) -> None:
     settings = Settings(propagate_to=["api.local:8080", "same-origin"])
-    tracer = ClientTracer(settings, tracing.provider)
+    tracer = ClientTracer(settings, tracer_provider=tracing.provider)
     pinned, other_port = _headers(), _headers()
     _start(tracer, pinned, "http://api.local:8080/").end()
     _start(tracer, other_port, "http://api.local:9090/").end()
@@ -385,7 +385,9 @@ def test_host_port_pin_and_same_origin(tracing: Any) -> None:
 def test_explicit_header_skips_only_its_propagator(
     tracing: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tracer = ClientTracer(Settings(propagators=["tracecontext", "b3"]), tracing.provider)
+    tracer = ClientTracer(
+        Settings(propagators=["tracecontext", "b3"]), tracer_provider=tracing.provider
+    )
     explicit = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
     headers = _headers(B3=explicit)
     with caplog.at_level(logging.WARNING, logger="tracewire"):
@@ -413,7 +415,7 @@ def test_hooks_called_and_contained(tracing: Any, caplog: pytest.LogCaptureFixtu
         raise RuntimeError("hook bug")
 
     settings = Settings(client_request_hook=on_request, client_response_hook=on_response)
-    tracer = ClientTracer(settings, tracing.provider)
+    tracer = ClientTracer(settings, tracer_provider=tracing.provider)
     marker = object()
     with caplog.at_level(logging.WARNING, logger="tracewire"):
         call = tracer.start(
@@ -433,7 +435,7 @@ def test_request_hook_values_win_over_tracewires(tracing: Any) -> None:
     def rename(span: Any, request: Any) -> None:
         span.set_attribute("url.full", "https://example/redacted-by-hook")
 
-    tracer = ClientTracer(Settings(client_request_hook=rename), tracing.provider)
+    tracer = ClientTracer(Settings(client_request_hook=rename), tracer_provider=tracing.provider)
     call = _start(tracer, _headers())
     call.respond(200, "1.1", None)
     call.end()
@@ -443,7 +445,7 @@ def test_request_hook_values_win_over_tracewires(tracing: Any) -> None:
 
 
 def test_attributes_without_a_response(tracing: Any) -> None:
-    call = _start(ClientTracer(Settings(), tracing.provider), _headers())
+    call = _start(ClientTracer(Settings(), tracer_provider=tracing.provider), _headers())
     call.end(ConnectionRefusedError())
     (span,) = client_spans(tracing.spans())
     assert span.attributes["url.full"] == "http://api.local:8080/x?y=1"
@@ -454,7 +456,7 @@ def test_unsampled_span_injects_but_builds_nothing() -> None:
     provider = TracerProvider(sampler=ALWAYS_OFF)
     called: list[object] = []
     settings = Settings(client_request_hook=lambda span, request: called.append(request))
-    tracer = ClientTracer(settings, provider)
+    tracer = ClientTracer(settings, tracer_provider=provider)
     headers = _headers()
     call = _start(tracer, headers)
     assert call is not None and call.span is not None and not call.recording
@@ -474,7 +476,7 @@ def _remote_parent(flags: int) -> Any:
 
 @pytest.mark.parametrize(("flags", "sent"), [(0x00, "00"), (0x02, "02")])
 def test_unsampled_parent_skips_the_sampler(tracing: Any, flags: int, sent: str) -> None:
-    tracer = ClientTracer(Settings(), tracing.provider)
+    tracer = ClientTracer(Settings(), tracer_provider=tracing.provider)
     headers = _headers()
     token = context.attach(_remote_parent(flags))
     try:
@@ -494,7 +496,7 @@ def test_unsampled_parent_skips_the_sampler(tracing: Any, flags: int, sent: str)
 def test_without_an_sdk_the_parent_context_still_goes_downstream() -> None:
     from opentelemetry.trace import NoOpTracerProvider
 
-    tracer = ClientTracer(Settings(), NoOpTracerProvider())
+    tracer = ClientTracer(Settings(), tracer_provider=NoOpTracerProvider())
     headers = _headers()
     token = context.attach(_remote_parent(0x01))
     try:
@@ -509,7 +511,7 @@ def test_a_sampler_that_records_unsampled_parents_is_asked(tracing: Any) -> None
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON))
-    tracer = ClientTracer(Settings(), provider)
+    tracer = ClientTracer(Settings(), tracer_provider=provider)
     token = context.attach(_remote_parent(0))
     try:
         call = _start(tracer, _headers())
@@ -519,7 +521,7 @@ def test_a_sampler_that_records_unsampled_parents_is_asked(tracing: Any) -> None
 
 
 def test_next_attempt_is_a_sibling_with_fresh_headers(tracing: Any) -> None:
-    tracer = ClientTracer(Settings(), tracing.provider)
+    tracer = ClientTracer(Settings(), tracer_provider=tracing.provider)
     with tracing.provider.get_tracer("t").start_as_current_span("root") as root:
         headers = _headers()
         first = _start(tracer, headers)
@@ -539,7 +541,7 @@ def test_next_attempt_is_a_sibling_with_fresh_headers(tracing: Any) -> None:
 
 
 def test_outer_http_client_span_gets_no_duplicate(tracing: Any) -> None:
-    tracer = ClientTracer(Settings(), tracing.provider)
+    tracer = ClientTracer(Settings(), tracer_provider=tracing.provider)
     other = tracing.provider.get_tracer("another.instrumentation")
     with other.start_as_current_span(
         "GET", kind=SpanKind.CLIENT, attributes={"http.method": "GET"}
@@ -554,7 +556,7 @@ def test_outer_http_client_span_gets_no_duplicate(tracing: Any) -> None:
 
 
 def test_non_http_client_span_is_a_parent(tracing: Any) -> None:
-    tracer = ClientTracer(Settings(), tracing.provider)
+    tracer = ClientTracer(Settings(), tracer_provider=tracing.provider)
     sdk_tracer = tracing.provider.get_tracer("my.sdk")
     with sdk_tracer.start_as_current_span("charge", kind=SpanKind.CLIENT) as outer:
         call = _start(tracer, _headers())
@@ -579,7 +581,9 @@ def test_failing_propagator_is_contained(tracing: Any, caplog: pytest.LogCapture
         def fields(self) -> set[str]:
             return {"x-broken"}
 
-    tracer = ClientTracer(Settings(propagators=["tracecontext", Broken()]), tracing.provider)
+    tracer = ClientTracer(
+        Settings(propagators=["tracecontext", Broken()]), tracer_provider=tracing.provider
+    )
     headers = _headers()
     with caplog.at_level(logging.WARNING, logger="tracewire"):
         call = _start(tracer, headers)

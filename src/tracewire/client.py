@@ -209,7 +209,7 @@ class ClientTracer:
 
     Usage (what an adapter does per attempt)::
 
-        tracer = ClientTracer(settings, tracer_provider)
+        tracer = ClientTracer(settings, tracer_provider=tracer_provider)
         call = tracer.start(OutgoingRequest("GET", "https", "api.example", None, url, headers,
                                             request))
         # call is None: send untouched. Otherwise attach call.context (if any) around the
@@ -221,17 +221,15 @@ class ClientTracer:
             (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: where spans go; ``None`` means the global provider (resolved when
             the first span starts, so the provider may be set after this object is built).
-        **overrides: settings fields, merged over ``settings`` or the process default (then
-            the serving middleware's settings are not used).
     """
 
     def __init__(
         self,
         settings: Settings | None = None,
+        *,
         tracer_provider: TracerProvider | None = None,
-        **overrides: Any,
     ) -> None:
-        self.source = SettingsSource(settings, **overrides)
+        self.source = SettingsSource(settings)
         self.tracer = make_tracer(tracer_provider)
         self.unsampled = UnsampledChildren(self.tracer)
 

@@ -58,7 +58,7 @@ def _client_tracer(
     tracer_provider: TracerProvider | None,
 ) -> ClientTracer:
     check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
-    return tracer if tracer is not None else ClientTracer(settings, tracer_provider)
+    return tracer if tracer is not None else ClientTracer(settings, tracer_provider=tracer_provider)
 
 
 _NAMES = httpx.Headers.keys  # lowercase names already
@@ -332,7 +332,7 @@ def instrument(
     Idempotent: calling it again only replaces the settings and provider used for clients
     created afterwards. Clients made before are not touched (use :func:`instrument_client`).
     """
-    _switch.on(ClientTracer(settings, tracer_provider))
+    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider))
 
 
 def uninstrument() -> None:

@@ -142,7 +142,7 @@ class TracewireAdapter(BaseAdapter):
             raise TypeError(f"adapter must be a requests BaseAdapter, got {type(adapter).__name__}")
         check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
         self.adapter = adapter
-        self.tracer = tracer if tracer is not None else ClientTracer(settings, tracer_provider)
+        self.tracer = tracer if tracer is not None else ClientTracer(settings, tracer_provider=tracer_provider)
         # pool manager -> the pool classes it had, for unwrap()
         self._managers: list[tuple[Any, dict[str, type[Any]]]] = []
         proxies = getattr(adapter, "proxy_manager", None)
@@ -272,7 +272,7 @@ def instrument_session(
         raise TypeError(f"session must be a requests.Session, got {type(session).__name__}")
     check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
     if tracer is None:
-        tracer = ClientTracer(settings, tracer_provider)
+        tracer = ClientTracer(settings, tracer_provider=tracer_provider)
     adapters = session.adapters
     for prefix, adapter in list(adapters.items()):
         if not isinstance(adapter, TracewireAdapter):
@@ -307,7 +307,7 @@ def instrument(
     Idempotent: calling it again only replaces the settings and provider used for sessions
     created afterwards. Sessions made before are not touched (use :func:`instrument_session`).
     """
-    _switch.on(ClientTracer(settings, tracer_provider))
+    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider))
 
 
 def uninstrument() -> None:
