@@ -75,34 +75,41 @@ def _names(plan: Compiled) -> str:
     return ", ".join(name for name, _, _ in plan.injectors) or "none"
 
 
-def static_breakers(plan: Compiled, tracer_provider: Any = None) -> list[str]:
+def static_breakers(
+    plan: Compiled, tracer_provider: Any = None, *, check_sdk: bool = True
+) -> list[str]:
     """What can be seen to break traces before any request: for ``tracewire check``."""
-    found: list[str] = []
-    extract = {name for name, _ in plan.propagator.extractors}
-    for name in sorted(extract):
-        if name in plan.not_injected:
-            found.append(
-                f"extracts {name} but does not inject it: downstream {name} services start "
-                f"new traces (add {name!r} to inject)"
-            )
+    found = [
+        f"extracts {name} but does not inject it: downstream services that read only {name} "
+        f"start new traces (add {name!r} to inject)"
+        for name in sorted(plan.not_injected)
+    ]
     provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
-    if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
+    if check_sdk and type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
         found.append(
-            "no OpenTelemetry SDK TracerProvider is set in this process (yet): spans are no-ops "
-            "unless the app sets one up at start-up (tracewire.sdk.configure)"
+            "no OpenTelemetry SDK TracerProvider is set (yet): spans are no-ops unless the app "
+            "sets one up at start-up (tracewire.sdk.configure)"
         )
-    from opentelemetry import propagate
+    textmap = _global_textmap_breaker(plan)
+    if textmap:
+        found.append(textmap)
+    return found
 
+
+def _global_textmap_breaker(plan: Compiled) -> str | None:
+    try:
+        # Importing it builds OpenTelemetry's default from OTEL_PROPAGATORS, which may fail.
+        from opentelemetry import propagate
+    except Exception as exc:
+        return f"OpenTelemetry's own propagation cannot start: {exc}"
     from tracewire.defaults import ServicePropagator
 
     textmap = propagate.get_global_textmap()
-    if not isinstance(textmap, ServicePropagator) and set(textmap.fields) != set(
-        plan.injector.fields
-    ):
-        found.append(
-            "OpenTelemetry's global propagator injects "
-            f"{', '.join(sorted(textmap.fields)) or 'nothing'}, not what tracewire injects: "
-            "other instrumentations (Celery, gRPC, propagate.inject) send other headers; "
-            "call tracewire.configure()"
-        )
-    return found
+    if isinstance(textmap, ServicePropagator) or set(textmap.fields) == plan.injector.fields:
+        return None
+    return (
+        "OpenTelemetry's global propagator injects "
+        f"{', '.join(sorted(textmap.fields)) or 'nothing'}, not what tracewire injects: other "
+        "instrumentations (Celery, gRPC, propagate.inject) send other headers; call "
+        "tracewire.configure() at start-up"
+    )

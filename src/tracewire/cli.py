@@ -3,30 +3,140 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+from tracewire import __version__
+from tracewire._diagnostics import static_breakers
+from tracewire.compiled import compile_settings
 from tracewire.settings import Settings
 
+__all__ = ["PRECEDENCE", "find_settings", "main"]
 
-def check(argv: Sequence[str]) -> int:
-    """Print the effective settings from the environment; exit 2 if they are invalid."""
-    parser = argparse.ArgumentParser(
-        prog="tracewire check",
-        description="Validate tracewire settings from the environment and print them.",
-    )
-    parser.parse_args(argv)
+PRECEDENCE = (
+    "settings given to the component: settings=, keyword settings, or the framework's config "
+    "(Flask app.config, a Starlette Config, Django settings)",
+    "for an outgoing call made while serving a request: the serving middleware's settings",
+    "the process default: tracewire.configure()",
+    "the environment: TRACEWIRE_* variables, then OTEL_PROPAGATORS",
+    "the built-in defaults",
+)
+
+
+class CheckError(Exception):
+    """The app could not be loaded or holds no tracewire middleware."""
+
+
+# ---------------------------------------------------------------------------- finding apps
+def load_app(target: str) -> Any:
+    """The object ``module:attribute`` names (``module:factory()`` calls the factory)."""
+    module_name, colon, attribute = target.partition(":")
+    if not colon or not module_name or not attribute:
+        raise CheckError(f"--app {target!r}: expected 'module:attribute', e.g. 'myapp.main:app'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as uvicorn and gunicorn do
     try:
-        settings = Settings.from_env()
-    except (ValueError, TypeError) as exc:
-        print(f"tracewire: invalid settings: {exc}", file=sys.stderr)
-        return 2
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CheckError(f"--app {target!r}: cannot import {module_name!r}: {exc}") from exc
+    call = attribute.endswith("()")
+    for part in attribute.removesuffix("()").split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError as exc:
+            raise CheckError(f"--app {target!r}: {module_name} has no {part!r}") from exc
+    return found() if call else found
+
+
+_WRAPPED = ("app", "wsgi_app", "_app", "application", "middleware_stack", "handler")
+
+
+def _components(root: Any) -> Iterator[tuple[str, Settings]]:
+    """``(where, settings)`` of every tracewire server component reachable from ``root``."""
+    from tracewire.asgi import TracewireMiddleware
+    from tracewire.wsgi import TracewireWSGIMiddleware
+
+    seen: set[int] = set()
+    todo: list[tuple[str, Any]] = [("app", root)]
+    while todo and len(seen) < 256:
+        where, obj = todo.pop(0)
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, TracewireMiddleware | TracewireWSGIMiddleware):
+            yield f"{where} ({type(obj).__name__})", obj.settings
+        for entry in getattr(obj, "user_middleware", None) or ():  # Starlette / FastAPI
+            if getattr(entry, "cls", None) is TracewireMiddleware:
+                built = TracewireMiddleware(_no_app, *entry.args, **entry.kwargs)
+                yield f"{where}.user_middleware (TracewireMiddleware)", built.settings
+        todo.extend((f"{where}.{name}", getattr(obj, name, None)) for name in _WRAPPED)
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    return None
+
+
+def find_settings(root: Any) -> list[tuple[str, Settings]]:
+    """The settings of each tracewire middleware in ``root`` (an app, however wrapped)."""
+    found: list[tuple[str, Settings]] = []
+    for where, settings in _components(root):
+        if not any(settings is other for _, other in found):
+            found.append((where, settings))
+    return found
+
+
+# ------------------------------------------------------------------------------- printing
+def _print_settings(title: str, settings: Settings) -> None:
     rows = settings.describe()
     width = max(len(name) for name, _, _ in rows)
-    print("tracewire settings (from the environment):")
+    print(title)
     for name, value, source in rows:
         print(f"  {name:<{width}}  {value}    [{source}]")
     print(f"  {'effective':<{width}}  {settings.composite!r}")
+
+
+def _print_breakers(settings: Settings, *, check_sdk: bool) -> None:
+    breakers = static_breakers(compile_settings(settings), check_sdk=check_sdk)
+    print("what would break traces:" if breakers else "what would break traces: nothing found")
+    for line in breakers:
+        print(f"  - {line}")
+
+
+def check(argv: Sequence[str]) -> int:
+    """Print the effective settings (of an app, or from the environment); 2 if invalid."""
+    parser = argparse.ArgumentParser(
+        prog="tracewire check",
+        description="Validate tracewire settings and print them, with where each came from.",
+    )
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:APP",
+        help="check this app's settings (Flask, Starlette, FastAPI, Django asgi/wsgi, any "
+        "app wrapped in a tracewire middleware), e.g. 'myapp.main:app' or 'myapp:create_app()'",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.app is None:
+            found = [("the environment", Settings.from_env())]
+        else:
+            found = find_settings(load_app(args.app))
+            if not found:
+                raise CheckError(f"--app {args.app!r}: no tracewire middleware found in it")
+    except CheckError as exc:
+        print(f"tracewire: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as exc:
+        print(f"tracewire: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    for where, settings in found:
+        _print_settings(f"tracewire settings (from {where}):", settings)
+        _print_breakers(settings, check_sdk=args.app is not None)
+    print("precedence, highest first:")
+    for number, line in enumerate(PRECEDENCE, 1):
+        print(f"  {number}. {line}")
     return 0
 
 
@@ -43,17 +153,37 @@ def demo(argv: Sequence[str]) -> int:
     return result
 
 
-COMMANDS = {"check": check, "demo": demo}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"check": check, "demo": demo}
+USAGE = """usage: tracewire {check,demo} [options] | --version
+  check   validate and print the settings (of --app MODULE:APP, else the environment)
+  demo    run two real services and show one trace across both"""
+
+
+def _run(args: list[str]) -> int:
+    if args[:1] in (["--version"], ["-V"]):
+        print(f"tracewire {__version__}")
+        return 0
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(USAGE, file=sys.stderr)
+        return 2
+    return command(args[1:])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
-        print("usage: tracewire {check,demo} [options]", file=sys.stderr if args else sys.stdout)
-        print("  check   validate and print the settings taken from the environment")
-        print("  demo    run two real services and show one trace across both")
-        return 0 if not args or args[0] in ("-h", "--help") else 2
-    return COMMANDS[args[0]](args[1:])
+    try:
+        code = _run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``tracewire check | head``): no traceback, nothing more to say.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

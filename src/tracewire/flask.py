@@ -6,7 +6,7 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from tracewire._framework import framework_settings
+from tracewire._framework import ConfigSource, framework_settings
 from tracewire._instrument import check_type, fault
 from tracewire.server import EXCEPTION_KEY, ROUTE_KEY
 from tracewire.settings import Settings
@@ -15,9 +15,12 @@ from tracewire.wsgi import TracewireWSGIMiddleware
 __all__ = ["EXTENSION_KEY", "Tracewire", "settings_from_config"]
 
 EXTENSION_KEY = "tracewire"
+FLASK_CONFIG = ConfigSource("app.config", "app.config['{key}']")
 
 
-def settings_from_config(config: Any, base: Settings | None = None, **overrides: Any) -> Settings:
+def settings_from_config(
+    config: Any, *, base: Settings | None = None, **overrides: Any
+) -> Settings:
     """``Settings`` from the ``TRACEWIRE_*`` keys of a Flask ``app.config`` over ``base``
     (default: the process default, ``tracewire.configure``, else ``Settings.from_env()``).
 
@@ -25,7 +28,7 @@ def settings_from_config(config: Any, base: Settings | None = None, **overrides:
     compiled patterns). A bad value or an unknown ``TRACEWIRE_*`` key raises ``ValueError``
     (``TypeError`` for a value of the wrong type) naming the key.
     """
-    return framework_settings(config, "app.config", base=base, **overrides)
+    return framework_settings(config, FLASK_CONFIG, base=base, **overrides)
 
 
 class Tracewire:

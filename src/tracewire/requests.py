@@ -142,7 +142,11 @@ class TracewireAdapter(BaseAdapter):
             raise TypeError(f"adapter must be a requests BaseAdapter, got {type(adapter).__name__}")
         check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
         self.adapter = adapter
-        self.tracer = tracer if tracer is not None else ClientTracer(settings, tracer_provider=tracer_provider)
+        self.tracer = (
+            tracer
+            if tracer is not None
+            else ClientTracer(settings, tracer_provider=tracer_provider)
+        )
         # pool manager -> the pool classes it had, for unwrap()
         self._managers: list[tuple[Any, dict[str, type[Any]]]] = []
         proxies = getattr(adapter, "proxy_manager", None)

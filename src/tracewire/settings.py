@@ -193,6 +193,7 @@ class Settings:
         prefix: str = PREFIX,
         *,
         base: Settings | None = None,
+        label: str = "{key}",
         **overrides: Any,
     ) -> Settings:
         """Settings from ``PREFIX + FIELD_NAME`` keys of ``mapping`` (e.g. ``app.config``).
@@ -200,7 +201,9 @@ class Settings:
         String values are parsed as in the environment; other values (lists, callables,
         compiled patterns) are taken as they are. Keys missing from ``mapping`` keep the value
         from ``base`` (default: the built-in defaults); keyword ``overrides`` win over both.
-        Unknown keys are not checked here: see :meth:`unknown_keys`.
+        ``label`` is how messages and ``tracewire check`` name a key (``{key}`` is replaced,
+        e.g. ``"app.config['{key}']"``). Unknown keys are not checked here: see
+        :meth:`unknown_keys`.
         """
         values: dict[str, Any] = {}
         labels: dict[str, str] = {}
@@ -212,12 +215,13 @@ class Settings:
             if key not in mapping:
                 continue
             raw = mapping[key]
+            named = label.format(key=key)
             if isinstance(raw, str):
                 if not raw.strip():
                     continue  # an empty value counts as unset; "none" turns propagation off
-                raw = f.metadata["kind"].parse(raw, key)
+                raw = f.metadata["kind"].parse(raw, named)
             values[f.name] = raw
-            labels[f.name] = key
+            labels[f.name] = named
         for name, value in overrides.items():
             values[name] = value
             labels.pop(name, None)

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.config import Config
 
-from tracewire._framework import framework_settings, unknown_keys_message
+from tracewire._framework import ConfigSource, framework_settings, unknown_keys_message
 from tracewire._log import warn_once
 from tracewire.asgi import TracewireMiddleware
 from tracewire.settings import OTEL_PROPAGATORS, PREFIX, Settings
@@ -27,11 +27,14 @@ from tracewire.settings import OTEL_PROPAGATORS, PREFIX, Settings
 __all__ = ["TracewireMiddleware", "route_template", "settings_from_config"]
 
 Scope = MutableMapping[str, Any]
+STARLETTE_CONFIG = ConfigSource("the Starlette Config", "Config('{key}')")
 
 
-def settings_from_config(config: Config, prefix: str = PREFIX, **overrides: Any) -> Settings:
+def settings_from_config(
+    config: Config, *, base: Settings | None = None, prefix: str = PREFIX, **overrides: Any
+) -> Settings:
     """``Settings`` from a Starlette ``Config``: its environment first, then its ``.env`` file,
-    over the process default (``tracewire.configure``, else the environment).
+    over ``base`` (default: the process default, ``tracewire.configure``, else the environment).
 
     Reads ``prefix + FIELD_NAME`` keys (``TRACEWIRE_PROPAGATORS``, ...) and falls back to
     ``OTEL_PROPAGATORS`` for the propagators; keyword ``overrides`` win over both. A bad value,
@@ -55,7 +58,7 @@ def settings_from_config(config: Config, prefix: str = PREFIX, **overrides: Any)
     from_env = ours(config.environ)
     known = set(Settings.keys(prefix)) | {OTEL_PROPAGATORS}
     mapping = {k: v for k, v in {**from_file, **from_env}.items() if k in known}
-    return framework_settings(mapping, "the Starlette Config", prefix=prefix, **overrides)
+    return framework_settings(mapping, STARLETTE_CONFIG, base=base, prefix=prefix, **overrides)
 
 
 # ---------------------------------------------------------------------------- route names

@@ -2,12 +2,15 @@
 
 Usage::
 
-    tracewire demo [--hops 3] [--propagators b3multi] [--header 'traceparent: 00-...']
-                   [--show-headers] [--otlp-endpoint http://127.0.0.1:4318] [--timeout 30]
+    tracewire demo [--hops 3] [--propagators b3multi] [--config env|code|framework]
+                   [--header 'traceparent: 00-...'] [--show-headers]
+                   [--otlp-endpoint http://127.0.0.1:4318] [--timeout 30]
 
 The demo starts an OTLP/HTTP receiver in its own process, then my-server (Starlette under
 uvicorn), my-downstream (Flask under gunicorn) and, with ``--hops 3``, my-third (Flask under
-werkzeug), each a child process exporting its spans to the receiver. It sends one
+werkzeug), each a child process exporting its spans to the receiver. ``--config`` picks how the
+services are told the propagators: the environment, ``tracewire.configure()`` in code, or the
+apps' own config (a Starlette ``Config``, Flask's ``app.config``). It sends one
 ``GET /process``, waits until every span arrived, prints the trace and checks it: exit code 0
 only if all spans form one trace with the expected parent chain (and continue the incoming
 header, if one was given). Every child process is stopped on the way out, whatever happens.
@@ -25,6 +28,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -99,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: OTEL_PROPAGATORS / TRACEWIRE_PROPAGATORS, else tracecontext,baggage)",
     )
     parser.add_argument(
+        "--config",
+        choices=services.CONFIG_MODES,
+        default="env",
+        help="how the services get the propagators: env (TRACEWIRE_PROPAGATORS, default), "
+        "code (tracewire.configure()), framework (Starlette Config / Flask app.config)",
+    )
+    parser.add_argument(
         "--header",
         action="append",
         default=[],
@@ -137,6 +148,7 @@ class Plan:
 
     hops: int
     settings: Settings
+    config: str
     env: dict[str, str]
     headers: list[tuple[str, str]]
     incoming: tuple[str, str] | None
@@ -219,16 +231,42 @@ def _incoming(settings: Settings, headers: Sequence[tuple[str, str]]) -> tuple[s
     )
 
 
-def make_plan(args: argparse.Namespace, environ: Mapping[str, str], stdout: TextIO) -> Plan:
-    env = {k: v for k, v in environ.items() if k not in DROPPED_VARIABLES}
-    if args.propagators is not None:
-        # Both: TRACEWIRE_PROPAGATORS would otherwise win over OTEL_PROPAGATORS.
-        env["OTEL_PROPAGATORS"] = args.propagators
-        env["TRACEWIRE_PROPAGATORS"] = args.propagators
+def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     try:
-        settings = Settings.from_env(env)
+        if args.propagators is not None:
+            return Settings.from_env(env).replace_from(
+                "--propagators", propagators=args.propagators
+            )
+        return Settings.from_env(env)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"invalid settings for the services: {exc}") from None
+
+
+def _propagation_env(config: str, settings: Settings, env: dict[str, str]) -> None:
+    """Tell the services the propagators the way ``--config`` says."""
+    names = ",".join(str(p) for p in settings.propagators)
+    if config == "env":
+        # Both: TRACEWIRE_PROPAGATORS would otherwise win over OTEL_PROPAGATORS.
+        env["OTEL_PROPAGATORS"] = env["TRACEWIRE_PROPAGATORS"] = names
+        return
+    # Not in the environment, so that only the code or the framework config can set them.
+    for name in (
+        "OTEL_PROPAGATORS",
+        "TRACEWIRE_PROPAGATORS",
+        "TRACEWIRE_EXTRACT",
+        "TRACEWIRE_INJECT",
+    ):
+        env.pop(name, None)
+    env[services.ENV_PROPAGATORS] = names
+
+
+def make_plan(args: argparse.Namespace, environ: Mapping[str, str], stdout: TextIO) -> Plan:
+    env = {k: v for k, v in environ.items() if k not in DROPPED_VARIABLES}
+    settings = _settings(args, env)
+    if not all(isinstance(p, str) for p in settings.propagators):  # pragma: no cover
+        raise UsageError("the demo takes propagator names only")
+    _propagation_env(args.config, settings, env)
+    env[services.ENV_CONFIG] = args.config
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
     headers = [_parse_header(h) for h in args.header]
@@ -244,6 +282,7 @@ def make_plan(args: argparse.Namespace, environ: Mapping[str, str], stdout: Text
     return Plan(
         hops=args.hops,
         settings=settings,
+        config=args.config,
         env=env,
         headers=headers,
         incoming=incoming,
@@ -288,7 +327,19 @@ def _gunicorn_available() -> bool:
     return os.name == "posix" and importlib.util.find_spec("gunicorn") is not None
 
 
-def _services(plan: Plan, receiver: OTLPReceiver) -> tuple[list[Service], dict[str, str]]:
+def _config_file(plan: Plan, folder: str, env: dict[str, str]) -> None:
+    """For ``--config framework``: the env file my-server's Starlette ``Config`` reads."""
+    if plan.config != "framework":
+        return
+    path = os.path.join(folder, "my-server.env")
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(f"TRACEWIRE_PROPAGATORS={env[services.ENV_PROPAGATORS]}\n")
+    env[services.ENV_FILE] = path
+
+
+def _services(
+    plan: Plan, receiver: OTLPReceiver, folder: str
+) -> tuple[list[Service], dict[str, str]]:
     python = sys.executable
     ports = {name: free_port() for name in ("my-server", "my-downstream", "my-third")}
     urls = {name: f"http://{HOST}:{port}" for name, port in ports.items()}
@@ -303,6 +354,7 @@ def _services(plan: Plan, receiver: OTLPReceiver) -> tuple[list[Service], dict[s
         env[services.ENV_EXTRA_OTLP] = plan.extra_endpoint
     else:
         env.pop(services.ENV_EXTRA_OTLP, None)
+    _config_file(plan, folder, env)
 
     what = {"my-server": "Starlette on uvicorn", "my-third": "Flask on werkzeug"}
     server_argv = [python, "-m", "uvicorn", *UVICORN_ARGS, "--port", str(ports["my-server"])]
@@ -406,11 +458,26 @@ def _send(out: TextIO, plan: Plan, entry: Service, group: ServiceGroup) -> httpx
     return response
 
 
+CONFIG_SHOWN = {
+    "env": "the environment",
+    "code": "code: tracewire.configure()",
+    "framework": "the apps' config: Starlette Config, Flask app.config",
+}
+
+
 def run(plan: Plan, out: TextIO) -> int:
-    with OTLPReceiver() as receiver, ServiceGroup() as group:
-        started, what = _services(plan, receiver)
+    with (
+        OTLPReceiver() as receiver,
+        ServiceGroup() as group,
+        tempfile.TemporaryDirectory(prefix="tracewire-demo-") as folder,
+    ):
+        started, what = _services(plan, receiver, folder)
         propagators = ", ".join(n for n, _ in plan.settings.composite.extractors) or "none"
-        _say(out, f"{PROG}: {len(started)} services, propagators: {propagators}")
+        _say(
+            out,
+            f"{PROG}: {len(started)} services, propagators: {propagators} "
+            f"(set in {CONFIG_SHOWN[plan.config]})",
+        )
         width = max(len(s.name) for s in started)
         for service in started:
             group.add(service)
@@ -444,13 +511,39 @@ def run(plan: Plan, out: TextIO) -> int:
         if plan.show_headers:
             _show_headers(out, answer, plan)
             _say(out)
-        return _report(out, verdict, plan, response.status_code)
+        return _report(out, verdict, plan, response.status_code, _wire_problems(answer, plan))
 
 
-def _report(out: TextIO, verdict: Verdict, plan: Plan, status: int) -> int:
+# The header each propagator's context travels in: what a hop must have received.
+WIRE_HEADERS = {"tracecontext": "traceparent", "b3": "b3", "b3multi": "x-b3-traceid"}
+
+
+def _wire_problems(answer: Any, plan: Plan) -> list[str]:
+    """Each downstream hop must have received the headers of the inject list, and no others."""
+    expected = {
+        WIRE_HEADERS[name]
+        for name, _ in plan.settings.inject_propagator.injectors
+        if name in WIRE_HEADERS
+    }
+    problems: list[str] = []
+    node = answer.get("downstream") if isinstance(answer, dict) else None
+    while isinstance(node, dict) and "service" in node:
+        got = {h for h in WIRE_HEADERS.values() if h in (node.get("received") or {})}
+        if got != expected:
+            problems.append(
+                f"{node['service']} received {', '.join(sorted(got)) or 'no trace header'}, "
+                f"expected {', '.join(sorted(expected)) or 'none'}"
+            )
+        node = node.get("third")
+    return problems
+
+
+def _report(
+    out: TextIO, verdict: Verdict, plan: Plan, status: int, wire: Sequence[str] = ()
+) -> int:
     if verdict.trace_id is not None:
         _say(out, f"trace id: {verdict.trace_id}")
-    problems = list(verdict.problems)
+    problems = [*verdict.problems, *wire]
     if status != 200:
         problems.append(f"GET /process answered {status}, not 200")
     if problems:

@@ -14,8 +14,16 @@ requests) answers after ~50 ms. Every answer is JSON and reports the trace heade
 received, so the demo can show what went over the wire.
 
 Each service sets up the SDK with ``tracewire.sdk.configure(service_name=..., exporter="otlp")``
-(endpoint from the standard ``OTEL_EXPORTER_OTLP_*`` variables) and tracewire's settings with
-``Settings.from_env()`` (``OTEL_PROPAGATORS`` / ``TRACEWIRE_*``). The URLs of the next hop and
+(endpoint from the standard ``OTEL_EXPORTER_OTLP_*`` variables). tracewire's propagators are
+set the way ``TWDEMO_CONFIG`` says, as users set them:
+
+* ``env``: the environment (``TRACEWIRE_PROPAGATORS`` / ``OTEL_PROPAGATORS``);
+* ``code``: ``tracewire.configure(propagators=...)`` at start-up;
+* ``framework``: the app's own config: a Starlette ``Config`` reading an env file, Flask's
+  ``app.config["TRACEWIRE_PROPAGATORS"]``.
+
+In every mode the HTTP clients are built without settings: they use the settings of the
+middleware serving the request, so each service has one setting. The URLs of the next hop and
 an optional second OTLP endpoint come from the ``TWDEMO_*`` variables below.
 """
 
@@ -42,6 +50,10 @@ if TYPE_CHECKING:
 ENV_DOWNSTREAM_URL = "TWDEMO_DOWNSTREAM_URL"
 ENV_THIRD_URL = "TWDEMO_THIRD_URL"
 ENV_EXTRA_OTLP = "TWDEMO_EXTRA_OTLP_ENDPOINT"
+ENV_CONFIG = "TWDEMO_CONFIG"  # env | code | framework
+ENV_PROPAGATORS = "TWDEMO_PROPAGATORS"  # the propagators, for the code and framework modes
+ENV_FILE = "TWDEMO_ENV_FILE"  # the Starlette env file, for the framework mode
+CONFIG_MODES = ("env", "code", "framework")
 
 HEALTH_PATH = "/health"
 SERVER_DELAY = 0.100
@@ -73,10 +85,17 @@ def configure_tracing(service_name: str) -> TracerProvider:
     return configure(service_name=service_name, exporter=exporters)
 
 
-def demo_settings() -> Settings:
-    """Settings from the environment, with the readiness probe path excluded from tracing."""
-    settings = Settings.from_env()
-    return settings.replace(excluded_paths=(*settings.excluded_paths, HEALTH_PATH))
+def config_mode() -> str:
+    mode = os.environ.get(ENV_CONFIG, "env")
+    return mode if mode in CONFIG_MODES else "env"
+
+
+def configure_propagation() -> None:
+    """The ``code`` mode's one line: the process default every tracewire component uses."""
+    if config_mode() == "code":
+        import tracewire
+
+        tracewire.configure(propagators=os.environ[ENV_PROPAGATORS])
 
 
 def trace_header_names(settings: Settings) -> tuple[str, ...]:
@@ -110,13 +129,15 @@ def create_server() -> Any:
     from tracewire.httpx import AsyncTracewireTransport
 
     configure_tracing("my-server")
-    settings = demo_settings()
-    names = trace_header_names(settings)
+    configure_propagation()
+    middleware = _starlette_middleware()
+    names = trace_header_names(middleware.settings)
     downstream = os.environ[ENV_DOWNSTREAM_URL].rstrip("/") + "/downstream"
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        transport = AsyncTracewireTransport(settings=settings)
+        # No settings: the transport uses those of the middleware serving each request.
+        transport = AsyncTracewireTransport()
         async with httpx.AsyncClient(transport=transport, timeout=CALL_TIMEOUT) as client:
             app.state.client = client
             yield
@@ -139,23 +160,56 @@ def create_server() -> Any:
 
     return Starlette(
         routes=[Route("/process", process), Route(HEALTH_PATH, health)],
-        middleware=[Middleware(TracewireMiddleware, settings=settings)],
+        middleware=[Middleware(TracewireMiddleware, **middleware.kwargs)],
         lifespan=lifespan,
     )
+
+
+class _MiddlewareSettings:
+    """What my-server passes to ``TracewireMiddleware``, and the settings that gives."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        from tracewire.asgi import TracewireMiddleware
+
+        self.kwargs = kwargs
+        self.settings = TracewireMiddleware(_no_app, **kwargs).settings
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    return None
+
+
+def _starlette_middleware() -> _MiddlewareSettings:
+    # The probe path is excluded the way a Starlette user would write it: keyword settings,
+    # merged over the environment / the configure() default / the app's Config.
+    excluded: dict[str, Any] = {"excluded_paths": [HEALTH_PATH]}
+    if config_mode() != "framework":
+        return _MiddlewareSettings(excluded)
+    from starlette.config import Config
+
+    from tracewire.starlette import settings_from_config
+
+    settings = settings_from_config(Config(os.environ[ENV_FILE]), excluded_paths=[HEALTH_PATH])
+    return _MiddlewareSettings({"settings": settings})
 
 
 # ------------------------------------------------------------------- my-downstream (WSGI)
 
 
-def _flask_app(name: str, settings: Settings) -> Flask:
+def _flask_app(name: str) -> tuple[Flask, Settings]:
     from flask import Flask
 
-    from tracewire.flask import Tracewire
+    from tracewire.flask import EXTENSION_KEY, Tracewire
 
+    configure_propagation()
     app = Flask(name)
-    Tracewire(app, settings=settings)
+    app.config["TRACEWIRE_EXCLUDED_PATHS"] = HEALTH_PATH
+    if config_mode() == "framework":
+        app.config["TRACEWIRE_PROPAGATORS"] = os.environ[ENV_PROPAGATORS]
+    Tracewire(app)  # app.config over the configure() default / the environment
     app.add_url_rule(HEALTH_PATH, "health", lambda: "ok")
-    return app
+    settings: Settings = app.extensions[EXTENSION_KEY]
+    return app, settings
 
 
 def create_downstream() -> Any:
@@ -164,15 +218,15 @@ def create_downstream() -> Any:
     from flask import jsonify, request
 
     configure_tracing("my-downstream")
-    settings = demo_settings()
+    app, settings = _flask_app("my-downstream")
     names = trace_header_names(settings)
     third_url = os.environ.get(ENV_THIRD_URL, "").strip()
     session: requests.Session | None = None
     if third_url:
         from tracewire.requests import instrument_session
 
-        session = instrument_session(requests.Session(), settings=settings)
-    app = _flask_app("my-downstream", settings)
+        # No settings: the session uses those of the app serving each request.
+        session = instrument_session(requests.Session())
 
     @app.get("/downstream")
     def downstream() -> Any:
@@ -197,9 +251,8 @@ def create_third() -> Any:
     from flask import jsonify, request
 
     configure_tracing("my-third")
-    settings = demo_settings()
+    app, settings = _flask_app("my-third")
     names = trace_header_names(settings)
-    app = _flask_app("my-third", settings)
 
     @app.get("/third")
     def third() -> Any:
