@@ -1,5 +1,8 @@
 """Propagators chosen in code: read W3C and B3 from callers, send W3C and B3 multi onwards.
 
+The setting is given once, to the middleware; the httpx transport has no settings of its own
+and so sends what the app serving the request chose.
+
 Run::
 
     python examples/propagators_code.py
@@ -19,16 +22,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import tracewire.sdk
-from tracewire import Settings, TracewireMiddleware
+from tracewire import TracewireMiddleware
 from tracewire.httpx import AsyncTracewireTransport
-
-SETTINGS = Settings(extract=["tracecontext", "b3"], inject=["tracecontext", "b3multi"])
 
 
 def create_app(
     downstream: str | None = None, tracer_provider: TracerProvider | None = None
 ) -> Starlette:
-    transport = AsyncTracewireTransport(settings=SETTINGS, tracer_provider=tracer_provider)
+    transport = AsyncTracewireTransport(tracer_provider=tracer_provider)  # no settings: the app's
 
     async def home(request: Request) -> JSONResponse:
         if downstream is None:
@@ -38,7 +39,12 @@ def create_app(
         return JSONResponse({"called": downstream, "status": answer.status_code})
 
     app = Starlette(routes=[Route("/", home)])
-    app.add_middleware(TracewireMiddleware, settings=SETTINGS, tracer_provider=tracer_provider)
+    app.add_middleware(
+        TracewireMiddleware,
+        extract=["tracecontext", "b3"],  # <- the setting, once
+        inject=["tracecontext", "b3multi"],
+        tracer_provider=tracer_provider,
+    )
     return app
 
 

@@ -123,7 +123,9 @@ def test_custom_prefix(tmp_path: Path) -> None:
     config = _config(tmp_path, "MYAPP_PROPAGATORS=b3\nTRACEWIRE_PROPAGATORS=baggage\n", {})
     settings = settings_from_config(config, prefix="MYAPP_")
     assert [name for name, _ in settings.composite.extractors] == ["b3"]
-    assert {f: src for f, _, src in settings.describe()}["propagators"] == "Config('MYAPP_PROPAGATORS')"
+    assert {f: src for f, _, src in settings.describe()}[
+        "propagators"
+    ] == "Config('MYAPP_PROPAGATORS')"
 
 
 def test_add_middleware_with_config(tmp_path: Path) -> None:

@@ -202,6 +202,40 @@ def test_propagators_in_code_read_b3_and_send_w3c_and_b3multi(tracing, echo):
     assert "b3" not in seen  # single-header B3 is read, not sent
 
 
+@pytest.fixture
+def fresh_default() -> Iterator[None]:
+    from opentelemetry import propagate
+
+    import tracewire.defaults
+
+    before = propagate.get_global_textmap()
+    yield
+    tracewire.defaults.reset()
+    propagate.set_global_textmap(before)
+
+
+def test_propagators_configured_once_for_the_process(tracing, echo, fresh_default):
+    app = load("propagators_configure").create_app(
+        f"{echo.server.url}/x", tracer_provider=tracing.provider
+    )
+    trace_id, span_id = incoming()
+    b3 = {"X-B3-TraceId": trace_id, "X-B3-SpanId": span_id, "X-B3-Sampled": "1"}
+    with WerkzeugThread(app) as server:
+        answer = httpx.get(f"{server.url}/", headers=b3).json()
+    (server_span,) = of_kind(tracing.spans(), SpanKind.SERVER)
+    (client_span,) = of_kind(tracing.spans(), SpanKind.CLIENT)
+    assert_continues(server_span, trace_id, span_id)
+    # The session (no settings of its own) and OpenTelemetry's propagate API send B3 multi.
+    (seen,) = echo.seen
+    assert seen["x-b3-traceid"] == trace_id
+    assert seen["x-b3-spanid"] == f"{client_span.context.span_id:016x}"
+    assert "traceparent" not in seen
+    message = answer["message_headers"]
+    assert message["x-b3-traceid"] == trace_id
+    assert message["x-b3-spanid"] == f"{server_span.context.span_id:016x}"
+    assert "traceparent" not in message
+
+
 def test_propagators_from_the_environment(tracing, monkeypatch):
     monkeypatch.delenv("TRACEWIRE_PROPAGATORS", raising=False)
     monkeypatch.setenv("OTEL_PROPAGATORS", "b3multi")
