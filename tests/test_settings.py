@@ -17,6 +17,7 @@ from tracewire import Settings, propagation
 from tracewire.compiled import compile_settings
 from tracewire.propagators import B3Propagator, BaggagePropagator, TraceContextPropagator
 from tracewire.settings import DEFAULT_REDACT_HEADERS, DEFAULT_REDACT_QUERY
+from tracewire.trust import Rule
 
 
 def sample_hook(*args: Any) -> None:
@@ -58,6 +59,21 @@ ENV_EXAMPLES: dict[str, tuple[str, object]] = {
     "baggage_to": ("same-origin", ("same-origin",)),
     "require_parent": ("yes", True),
     "redact_query_params": ("token, X-Sig", ("token", "X-Sig")),
+    "incoming": (
+        "path:/public/* restart sampled=ignore; net:10.0.0.0/8 continue",
+        (
+            Rule(paths=("/public/*",), action="restart", sampled="ignore"),
+            Rule(networks=("10.0.0.0/8",)),
+        ),
+    ),
+    "trusted_proxies": ("10.0.0.0/8, ::1", ("10.0.0.0/8", "::1")),
+    "client_ip_header": ("Forwarded", "forwarded"),
+    "tracestate_key": ("acme", "acme"),
+    "baggage_attributes": ("user.id, tenant", ("user.id", "tenant")),
+    "inject_to": (
+        "*.legacy=b3multi; *=tracecontext,baggage",
+        ((("*.legacy",), ("b3multi",)), (("*",), ("tracecontext", "baggage"))),
+    ),
 }
 
 

@@ -14,7 +14,9 @@ This relies on SDK internals, all read once per tracer (never per request) and c
   SDK provider was set globally (until then there is no answer, and it is asked again);
 * ``opentelemetry.sdk.trace.Tracer.sampler`` and ``.id_generator``;
 * ``ParentBased._remote_parent_not_sampled`` / ``._local_parent_not_sampled``, which must be
-  the SDK's own ``ALWAYS_OFF`` static sampler.
+  the SDK's own ``ALWAYS_OFF`` static sampler;
+* ``ParentBased._root``, asked for ``sampled=ignore`` (``tracewire.trust``), where the
+  caller's sampled flag must not decide.
 
 Anything else (a custom sampler, custom delegates, no SDK) turns the shortcut off: the SDK
 then decides as usual.
@@ -29,8 +31,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from tracewire.propagators.tracecontext import FLAG_RANDOM
 
 __all__ = ["UnsampledChildren"]
-
-_UNKNOWN = object()
 
 
 class _Plan:
@@ -47,13 +47,21 @@ class _Plan:
 _OFF = _Plan(None, remote=False, local=False)
 
 
-def _probe(tracer: Tracer) -> _Plan | None:
-    """The plan for ``tracer``; ``None`` while the global provider is not set yet."""
+def _sdk_tracer(tracer: Tracer) -> Any:
+    """What ``tracer`` stands for (a proxy's resolved tracer); ``None`` while unresolved."""
     real: Any = tracer
     if type(tracer).__name__ == "ProxyTracer":
         real = getattr(tracer, "_tracer", None)
         if real is None or type(real).__name__ in ("NoOpTracer", "ProxyTracer"):
             return None
+    return real
+
+
+def _probe(tracer: Tracer) -> _Plan | None:
+    """The plan for ``tracer``; ``None`` while the global provider is not set yet."""
+    real = _sdk_tracer(tracer)
+    if real is None:
+        return None
     try:
         from opentelemetry.sdk.trace import Tracer as SdkTracer
         from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler
@@ -83,6 +91,19 @@ class UnsampledChildren:
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
         self._plan: _Plan | None = None
+
+    def root_sampled(self, trace_id: int, name: str) -> bool | None:
+        """What the provider's sampler decides for a new root in trace ``trace_id`` (for
+        ``sampled=ignore``): under ``ParentBased``, its root delegate (``_root``, an SDK
+        internal) asked as for a span without parent; ``None`` for other samplers, which
+        decide without the parent's flag anyway (or as they choose)."""
+        real = _sdk_tracer(self._tracer)
+        sampler = getattr(real, "sampler", None)
+        root = getattr(sampler, "_root", None)
+        if root is None or type(sampler).__name__ != "ParentBased":
+            return None
+        result = root.should_sample(None, trace_id, name)
+        return bool(result.decision.is_sampled())
 
     def child(self, parent: SpanContext) -> NonRecordingSpan | None:
         """The child span of the not-sampled ``parent``, or ``None``: ask the SDK instead."""

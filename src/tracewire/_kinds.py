@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -219,6 +219,99 @@ def _check_bool(value: object, label: str) -> bool:
 
 
 BOOL = Kind(_parse_bool, _check_bool)
+
+
+# ------------------------------------------------------------------------- trust settings
+def _check_rules(value: object, label: str) -> tuple[Any, ...]:
+    from tracewire.trust import parse_rules, to_rule
+
+    if isinstance(value, str):
+        return parse_rules(value, label)
+    items = _sequence(value, label, "a sequence of rules")
+    return tuple(to_rule(item, label, number) for number, item in enumerate(items, 1))
+
+
+def _parse_rules(text: str, label: str) -> tuple[Any, ...]:
+    from tracewire.trust import parse_rules
+
+    return parse_rules(text, label)
+
+
+RULES = Kind(_parse_rules, _check_rules)
+
+
+def _check_networks(value: object, label: str) -> tuple[str, ...]:
+    from tracewire.forwarded import Networks
+
+    items = _check_names(value, label)
+    Networks(items, label)  # an invalid network fails here, at start-up
+    return items
+
+
+NETWORKS = Kind(parse_list, _check_networks)
+
+# W3C tracestate key: a-z0-9 first, then up to 255 of a-z 0-9 _ - * / @ (a tenant@system form
+# included).
+_TRACESTATE_KEY = re.compile(r"[a-z0-9][a-z0-9_\-*/@]{0,255}")
+
+
+def _check_tracestate_key(value: object, label: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise fail_type(label, "a string or None", value)
+    key = value.strip()
+    if not key:
+        return None
+    if _TRACESTATE_KEY.fullmatch(key) is None:
+        raise ValueError(
+            f"invalid tracestate key {value!r} in {label}: lowercase letters, digits and "
+            "_ - * / @, starting with a letter or digit, at most 256 characters"
+        )
+    return key
+
+
+TRACESTATE_KEY = Kind(lambda text, label: text.strip() or None, _check_tracestate_key)
+
+
+def _parse_destinations(
+    text: str, label: str
+) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    found = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        hosts, eq, names = part.partition("=")
+        if not eq or not hosts.strip() or not names.strip():
+            raise ValueError(
+                f"invalid entry {part!r} in {label}; expected 'HOSTS=PROPAGATORS', "
+                "e.g. '*.legacy.mesh=b3multi; *=tracecontext,baggage'"
+            )
+        found.append((parse_list(hosts, label), parse_list(names, label)))
+    return tuple(found)
+
+
+def _check_destinations(value: object, label: str) -> tuple[tuple[Any, Any], ...]:
+    if isinstance(value, str):
+        value = _parse_destinations(value, label)
+    pairs = (
+        list(value.items())
+        if isinstance(value, Mapping)
+        else _sequence(value, label, "a mapping of host patterns to propagator lists")
+    )
+    checked = []
+    for pair in pairs:
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise fail_type(label, "a mapping of host patterns to propagator lists", pair)
+        hosts, names = pair
+        hosts = (hosts,) if isinstance(hosts, re.Pattern) else hosts
+        checked.append(
+            (_check_patterns(hosts, label), _check_propagators(names, f"{label} for {hosts!r}"))
+        )
+    return tuple(checked)
+
+
+DESTINATIONS = Kind(_parse_destinations, _check_destinations)
 
 
 # --------------------------------------------------------------------------------- display

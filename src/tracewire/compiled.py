@@ -21,9 +21,11 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 
 from tracewire import semconv
 from tracewire._instrument import Hook, safe_hook
+from tracewire.forwarded import Networks
 from tracewire.matching import HostMatcher, PathMatcher
 from tracewire.propagation import NONE, CompositePropagator, resolve
 from tracewire.settings import Settings
+from tracewire.trust import InboundPolicy
 
 __all__ = ["SETTINGS_KEY", "Compiled", "compile_settings", "format_family", "settings_in"]
 
@@ -109,12 +111,32 @@ class Compiled:
                 name.encode("latin-1") for name in (*fields, *settings.capture_request_headers)
             )
         )
+        self._inbound(settings)
         self.response_propagation = settings.response_propagation
         self.server_request_hook: Hook | None = safe_hook(
             "server_request_hook", settings.server_request_hook
         )
         self.server_response_hook: Hook | None = safe_hook(
             "server_response_hook", settings.server_response_hook
+        )
+
+    def _inbound(self, settings: Settings) -> None:
+        trusted = Networks(settings.trusted_proxies, settings.label("trusted_proxies"))
+        # None: nothing to decide per request (the default), so nothing is paid for it.
+        self.inbound = (
+            InboundPolicy(
+                settings.incoming,
+                trusted,
+                settings.client_ip_header,
+                settings.tracestate_key,
+            )
+            if settings.incoming or trusted
+            else None
+        )
+        if trusted and self.wanted_headers is not None:
+            self.wanted_headers |= {settings.client_ip_header.encode("latin-1")}
+        self.baggage_attributes = tuple(
+            (key, semconv.BAGGAGE_PREFIX + key) for key in settings.baggage_attributes
         )
 
     def _client(self, settings: Settings) -> None:

@@ -29,7 +29,12 @@ from opentelemetry.trace import (
 )
 
 from tracewire._log import warn_limited
-from tracewire.propagators import B3Propagator, BaggagePropagator, TraceContextPropagator
+from tracewire.propagators import (
+    INVALID_KEY,
+    B3Propagator,
+    BaggagePropagator,
+    TraceContextPropagator,
+)
 
 ENTRY_POINT_GROUP = "opentelemetry_propagator"
 
@@ -98,12 +103,15 @@ class Extracted(NamedTuple):
         format: name of the propagator that supplied the parent span context, or ``None``.
         conflicts: span contexts of *other* traces found in the same request (for span links).
         parent: the parent span context that ``context`` carries, or ``None``.
+        invalid: the first format whose header was present but unusable, if any (as far as
+            its propagator says: tracewire's own do).
     """
 
     context: Context
     format: str | None
     conflicts: tuple[SpanContext, ...]
     parent: SpanContext | None = None
+    invalid: str | None = None
 
 
 _EMPTY: tuple[SpanContext, ...] = ()
@@ -112,7 +120,7 @@ _EMPTY: tuple[SpanContext, ...] = ()
 class _Merge:
     """The running result of one extraction: the context so far and the parent it carries."""
 
-    __slots__ = ("before", "conflicts", "ctx", "fmt", "winner")
+    __slots__ = ("before", "conflicts", "ctx", "fmt", "invalid", "winner")
 
     def __init__(self, ctx: Context, empty: bool) -> None:
         self.ctx = ctx
@@ -120,12 +128,15 @@ class _Merge:
         self.before = INVALID_SPAN if empty else get_current_span(ctx)
         self.winner: SpanContext | None = None
         self.fmt: str | None = None
+        self.invalid: str | None = None
         self.conflicts: list[SpanContext] = []
 
     def add(self, name: str, new_ctx: Context, last: bool) -> None:
         """Fold in what propagator ``name`` returned (a context other than ``self.ctx``)."""
         found = get_current_span(new_ctx)
         if found is self.before:  # it added no span context (e.g. baggage): keep the rest
+            if self.invalid is None and new_ctx.get(INVALID_KEY) and not self.ctx.get(INVALID_KEY):
+                self.invalid = name
             self.ctx = new_ctx
             return
         span_context = found.get_span_context()
@@ -156,7 +167,7 @@ class _Merge:
 
     def result(self) -> Extracted:
         if not self.conflicts:
-            return Extracted(self.ctx, self.fmt, _EMPTY, self.winner)
+            return Extracted(self.ctx, self.fmt, _EMPTY, self.winner, self.invalid)
         # Only other traces count, once each (under "last" an early loser may share the final
         # winner's trace; two B3 propagators read the same headers).
         trace_id = self.winner.trace_id if self.winner is not None else 0
@@ -164,7 +175,7 @@ class _Merge:
         for other in self.conflicts:
             if other.trace_id != trace_id:
                 unique.setdefault((other.trace_id, other.span_id), other)
-        return Extracted(self.ctx, self.fmt, tuple(unique.values()), self.winner)
+        return Extracted(self.ctx, self.fmt, tuple(unique.values()), self.winner, self.invalid)
 
 
 class CompositePropagator(TextMapPropagator):

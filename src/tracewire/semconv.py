@@ -20,11 +20,16 @@ CLIENT_PORT = "client.port"
 NETWORK_PROTOCOL_VERSION = "network.protocol.version"
 USER_AGENT_ORIGINAL = "user_agent.original"
 ERROR_TYPE = "error.type"
+NETWORK_PEER_ADDRESS = "network.peer.address"
 REQUEST_HEADER_PREFIX = "http.request.header."
 RESPONSE_HEADER_PREFIX = "http.response.header."
 
+BAGGAGE_PREFIX = "baggage."
+
 # tracewire's own attributes.
 PROPAGATION_FORMAT = "tracewire.propagation.format"
+PARENT_SOURCE = "tracewire.parent.source"  # header:<format> | none | invalid:<format> | ...
+POLICY_RULE = "tracewire.policy.rule"  # the incoming rule that decided, in its text form
 
 OTHER_METHOD = "_OTHER"
 KNOWN_METHODS = frozenset(

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from opentelemetry.baggage import get_baggage
 from opentelemetry.context import Context, set_value
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import (
-    Link,
     Span,
     SpanKind,
     Status,
@@ -37,7 +37,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from tracewire import _diagnostics, semconv
+from tracewire import _diagnostics, semconv, trust
 from tracewire._fastpath import UnsampledChildren
 from tracewire._instrument import error_status, fault, make_tracer
 from tracewire.authority import effective_port, parse_authority
@@ -45,6 +45,7 @@ from tracewire.compiled import Compiled
 from tracewire.defaults import SettingsSource
 from tracewire.matching import ORIGIN_KEY, Origin
 from tracewire.propagation import Extracted
+from tracewire.trust import Inbound
 
 __all__ = [
     "EXCEPTION_KEY",
@@ -94,7 +95,8 @@ class RequestView:
         query: the query string without ``?``, if any.
         host: the ``Host`` header's value (``:authority`` for HTTP/2), if exactly one came.
         server: the local ``(host, port)`` of the socket, used when there is no usable Host.
-        client: the peer's address.
+        client: the client's address: the socket peer's, or the one trusted proxies forwarded
+            (then ``peer`` keeps the socket peer's).
         user_agent, protocol: ``User-Agent``; the HTTP version (``1.1``, ``2``).
         route_of: ``route_of(native)``, the matched route template once the app ran.
     """
@@ -113,6 +115,7 @@ class RequestView:
     user_agent: str | None = None
     protocol: str | None = None
     route_of: RouteOf = _no_route
+    peer: str | None = None
 
     def authority(self) -> tuple[str | None, int | None]:
         """``(server.address, server.port)``: the Host the client addressed, else the socket."""
@@ -146,44 +149,50 @@ class ServerTracer:
         return self.source.current()
 
     def begin(self, view: RequestView, plan: Compiled) -> ServerCall:
-        """Extract the incoming context and start the SERVER span in it."""
+        """Extract the incoming context, apply the trust policy, start the SERVER span."""
+        extracted = self._extract(view, plan)
         try:
-            extracted = plan.propagator.extract_detailed(
-                view.carrier, view.getter, plan.base_context
-            )
-        except Exception as exc:
-            # A broken propagator costs the caller's context, not the request's span: the
-            # request starts a new trace, as for any unusable header.
-            fault("extract", exc)
-            extracted = Extracted(plan.base_context, None, ())
-        ctx = extracted.context
-        try:
+            policy = plan.inbound
+            if policy is None:
+                inbound = trust.plain(extracted)
+            else:
+                inbound = policy.apply(view, extracted, self._unsampled.root_sampled)
+            ctx = inbound.context
             if plan.wants_origin:
                 ctx = set_value(ORIGIN_KEY, view.origin(), ctx)
             if plan.excluded is not None and plan.excluded(view.path):
                 return ServerCall(plan, view, ctx, None)
             if extracted.format in plan.not_injected:
                 _diagnostics.format_not_injected(extracted.format, plan)
-            span = self._start(view, plan, extracted, ctx)
+            span = self._start(view, plan, inbound._replace(context=ctx), extracted.format)
         except Exception as exc:
             fault("start", exc)
-            return ServerCall(plan, view, ctx, None)
+            return ServerCall(plan, view, extracted.context, None)
         return ServerCall(plan, view, set_span_in_context(span, ctx), span)
 
-    def _start(self, view: RequestView, plan: Compiled, extracted: Extracted, ctx: Context) -> Span:
-        parent = extracted.parent
-        conflicts = extracted.conflicts
-        if parent is not None and not parent.trace_flags.sampled and not conflicts:
+    @staticmethod
+    def _extract(view: RequestView, plan: Compiled) -> Extracted:
+        try:
+            return plan.propagator.extract_detailed(view.carrier, view.getter, plan.base_context)
+        except Exception as exc:
+            # A broken propagator costs the caller's context, not the request's span: the
+            # request starts a new trace, as for any unusable header.
+            fault("extract", exc)
+            return Extracted(plan.base_context, None, ())
+
+    def _start(self, view: RequestView, plan: Compiled, inbound: Inbound, fmt: str | None) -> Span:
+        parent = inbound.parent
+        if parent is not None and not parent.trace_flags.sampled and not inbound.links:
             fast = self._unsampled.child(parent)
             if fast is not None:
                 return fast
-        name, original = semconv.normalize_method(view.method)
+        method = semconv.normalize_method(view.method)
         span = self.tracer.start_span(
-            name,
-            ctx,
+            method[0],
+            inbound.context,
             kind=SpanKind.SERVER,
-            attributes=describe(view, plan, name, original, extracted.format),
-            links=[Link(sc) for sc in conflicts] if conflicts else None,
+            attributes=describe(view, plan, method, inbound, fmt),
+            links=inbound.links,
         )
         if span.is_recording():
             current = get_current_span()
@@ -198,9 +207,17 @@ class ServerTracer:
 
 
 def describe(
-    view: RequestView, plan: Compiled, name: str, original: str | None, fmt: str | None
+    view: RequestView,
+    plan: Compiled,
+    method: tuple[str, str | None],
+    inbound: Inbound,
+    fmt: str | None,
 ) -> Attributes:
-    """The SERVER span's attributes (HTTP semantic conventions, stable)."""
+    """The SERVER span's attributes (HTTP semantic conventions, stable; tracewire's own).
+
+    ``method`` is the normalised method and the original one if it was not known.
+    """
+    name, original = method
     attributes: Attributes = {
         semconv.HTTP_REQUEST_METHOD: name,
         semconv.URL_SCHEME: view.scheme,
@@ -221,11 +238,32 @@ def describe(
         attributes[semconv.CLIENT_ADDRESS] = view.client
     if view.user_agent is not None:
         attributes[semconv.USER_AGENT_ORIGINAL] = view.user_agent
-    if fmt is not None:
+    _more(attributes, view, plan, inbound, fmt)
+    return attributes
+
+
+def _more(
+    attributes: Attributes, view: RequestView, plan: Compiled, inbound: Inbound, fmt: str | None
+) -> None:
+    """tracewire's own attributes (where the parent came from), and the opt-in ones."""
+    attributes[semconv.PARENT_SOURCE] = inbound.source
+    if fmt is not None and inbound.parent is not None:
         attributes[semconv.PROPAGATION_FORMAT] = fmt
+    if inbound.rule is not None:
+        attributes[semconv.POLICY_RULE] = inbound.rule
+    if view.peer is not None:
+        attributes[semconv.NETWORK_PEER_ADDRESS] = view.peer
     if plan.capture_request:
         _capture(attributes, view, plan)
-    return attributes
+    if plan.baggage_attributes:
+        _baggage(attributes, inbound.context, plan)
+
+
+def _baggage(attributes: Attributes, context: Context, plan: Compiled) -> None:
+    for key, attribute in plan.baggage_attributes:
+        value = get_baggage(key, context)
+        if value is not None:
+            attributes[attribute] = str(value)
 
 
 def _capture(attributes: Attributes, view: RequestView, plan: Compiled) -> None:

@@ -25,6 +25,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 
 from tracewire import _kinds as k
 from tracewire._log import logger
+from tracewire.forwarded import CLIENT_IP_HEADERS
 from tracewire.matching import PatternSpec
 from tracewire.propagation import POLICIES
 
@@ -148,6 +149,33 @@ class Settings:
     redact_query_params: Sequence[str] = field(
         default=DEFAULT_REDACT_QUERY,
         metadata=_meta(k.NAMES, "query parameters whose values are redacted"),
+    )
+    # --- trust boundaries (docs/trust.md) -----------------------------------------------------
+    incoming: Sequence[Any] = field(
+        default=(),
+        metadata=_meta(k.RULES, "who may continue our traces: ordered rules, first match wins"),
+    )
+    trusted_proxies: Sequence[str] = field(
+        default=(),
+        metadata=_meta(k.NETWORKS, "proxies (CIDRs) whose forwarded header names the client"),
+    )
+    client_ip_header: str = field(
+        default="x-forwarded-for",
+        metadata=_meta(
+            k.choice(CLIENT_IP_HEADERS), "what trusted proxies write: x-forwarded-for | forwarded"
+        ),
+    )
+    tracestate_key: str | None = field(
+        default=None,
+        metadata=_meta(k.TRACESTATE_KEY, "our own tracestate member, written on outgoing calls"),
+    )
+    baggage_attributes: Sequence[str] = field(
+        default=(),
+        metadata=_meta(k.NAMES, "baggage keys recorded as span attributes baggage.<key>"),
+    )
+    inject_to: Sequence[Any] = field(
+        default=(),
+        metadata=_meta(k.DESTINATIONS, "inject lists per destination: HOSTS=PROPAGATORS; ..."),
     )
     # Where each field's value came from (the name the user wrote), for messages and `check`.
     _labels: Mapping[str, str] | None = field(default=None, repr=False, compare=False, kw_only=True)
