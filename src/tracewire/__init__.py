@@ -30,6 +30,7 @@ from tracewire.settings import Settings
 
 if TYPE_CHECKING:
     from tracewire.asgi import TracewireASGIMiddleware, TracewireMiddleware
+    from tracewire.manual import extract, inject
     from tracewire.wsgi import TracewireWSGIMiddleware
 
 __version__ = "0.1.0"
@@ -44,12 +45,16 @@ __all__ = [
     "__version__",
     "configure",
     "configured",
+    "extract",
+    "inject",
 ]
 
 _LAZY = {
     "TracewireMiddleware": "tracewire.asgi",
     "TracewireASGIMiddleware": "tracewire.asgi",
     "TracewireWSGIMiddleware": "tracewire.wsgi",
+    "inject": "tracewire.manual",
+    "extract": "tracewire.manual",
 }
 
 

@@ -154,8 +154,36 @@ class HeadersSetter(Setter[MutableMapping[str, str]]):
         carrier[key] = value
 
 
+Pairs = MutableSequence[tuple[Any, Any]]
+
+
+class PairsGetter(Getter[Pairs]):
+    """Reads a list of ``(name, value)`` pairs: gRPC metadata, message headers (names are
+    compared case-insensitively; bytes values are read as latin-1)."""
+
+    def get(self, carrier: Pairs, key: str) -> list[str] | None:
+        lower = key.lower()
+        found = [_text(value) for name, value in carrier if _text(name).lower() == lower]
+        return found or None
+
+    def keys(self, carrier: Pairs) -> list[str]:
+        return [_text(name).lower() for name, _ in carrier]
+
+
+class PairsSetter(Setter[Pairs]):
+    """Sets a header in a list of pairs: existing pairs of that name are replaced by one
+    lowercase ``(name, value)`` pair (gRPC metadata keys must be lowercase)."""
+
+    def set(self, carrier: Pairs, key: str, value: str) -> None:
+        lower = key.lower()
+        carrier[:] = [pair for pair in carrier if _text(pair[0]).lower() != lower]
+        carrier.append((lower, value))
+
+
 asgi_getter = AsgiHeadersGetter()
 asgi_setter = AsgiHeadersSetter()
 wsgi_getter = WsgiEnvironGetter()
 headers_getter = HeadersGetter()
 headers_setter = HeadersSetter()
+pairs_getter = PairsGetter()
+pairs_setter = PairsSetter()

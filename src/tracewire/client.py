@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
-from opentelemetry.baggage import clear as clear_baggage
 from opentelemetry.context import Context, create_key, get_current, set_value
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import (
@@ -40,15 +39,15 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from tracewire import _diagnostics, semconv
+from tracewire import _diagnostics, outbound, semconv
 from tracewire._fastpath import UnsampledChildren
 from tracewire._instrument import error_status, fault, make_tracer
-from tracewire._log import logger, warn_limited
+from tracewire._log import logger
 from tracewire.authority import effective_port, split_url
 from tracewire.carriers import headers_setter
 from tracewire.compiled import Compiled, settings_in
 from tracewire.defaults import SettingsSource
-from tracewire.matching import ORIGIN_KEY, Origin
+from tracewire.outbound import Destination
 from tracewire.settings import Settings
 
 __all__ = [
@@ -147,20 +146,17 @@ def sanitize_url(url: str, redact_query: frozenset[str]) -> str:
     return f"{url[: question + 1]}{redacted}{url[fragment:]}"
 
 
-class _Recorder(Setter[Headers]):
-    """Sets headers (like ``headers_setter``) and remembers which, to remove them later."""
-
-    __slots__ = ("keys",)
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
+class _HeadersSetter(Setter[Headers]):
+    """Sets a header in a case-insensitive mapping, or in a ``dict`` (replacing spellings)."""
 
     def set(self, carrier: Headers, key: str, value: str) -> None:
         if type(carrier) is dict:
             headers_setter.set(carrier, key, value)
         else:  # case-insensitive mappings replace every spelling themselves
             carrier[key] = value
-        self.keys.append(key)
+
+
+_headers_setter = _HeadersSetter()
 
 
 _told_outer = False
@@ -177,7 +173,7 @@ def _note_outer_instrumentation() -> None:
         )
 
 
-def _remove(headers: Headers, keys: list[str]) -> None:
+def _remove_keys(headers: Headers, keys: list[str]) -> None:
     for key in keys:
         try:  # noqa: SIM105 - per request; contextlib.suppress would add a context manager
             del headers[key]
@@ -382,43 +378,17 @@ class ClientCall:
         return ClientCall(self.tracer, self.plan, request, self.parent, self.own_span).open()
 
     def _inject(self, ctx: Context) -> None:
-        plan, request = self.plan, self.request
-        if not plan.open_to_all:
-            origin: Origin | None = None
-            if plan.wants_origin:
-                found = self.parent.get(ORIGIN_KEY)
-                origin = found if isinstance(found, tuple) else None
-            if not plan.may_propagate(request.host, self.port, request.scheme, origin):
-                return
-            if not plan.may_send_baggage(request.host, self.port, request.scheme, origin):
-                ctx = clear_baggage(ctx)
-        headers = request.headers
-        # One pass over the request's header names, not one lookup per propagator field.
-        taken = plan.inject_fields.intersection(request.header_names(headers))
-        recorder = _Recorder()
+        request = self.request
+        to = Destination(request.host, self.port, request.scheme)
+        prepared = outbound.prepare(self.plan, ctx, self.parent, to)
+        if prepared is None:
+            return
+        recorder = outbound.Recorder(_headers_setter, _remove_keys)
         self.injected = recorder.keys
-        for name, propagator, fields in plan.injectors:
-            if taken and not taken.isdisjoint(fields):
-                self._note_caller_header(name, taken.intersection(fields))
-                continue
-            done = len(recorder.keys)
-            try:
-                propagator.inject(headers, ctx, recorder)
-            except Exception as exc:
-                # One broken propagator must not cost the others: take back what it set.
-                fault(f"client-inject:{name}", exc)
-                _remove(headers, recorder.keys[done:])
-                del recorder.keys[done:]
-
-    def _note_caller_header(self, name: str, fields: Collection[str]) -> None:
+        present = request.header_names(request.headers)
         # The caller's headers are worth a note; an outer instrumentation's are not (its span
         # is only recognisable when it records, so unsampled calls are quiet).
-        if self.recording:
-            warn_limited(
-                f"client-explicit-header:{name}",
-                f"outgoing request already has a {min(fields)!r} header; tracewire does not "
-                f"inject {name} for it and sends the caller's headers unchanged",
-            )
+        outbound.write(request.headers, prepared, recorder, present, quiet=not self.recording)
 
     # ------------------------------------------------------------------------------ the send
     def cleanup(self) -> None:
@@ -428,7 +398,7 @@ class ClientCall:
             return
         self.injected = []
         try:
-            _remove(self.request.headers, keys)
+            _remove_keys(self.request.headers, keys)
         except Exception as exc:
             fault("client-cleanup", exc)
 

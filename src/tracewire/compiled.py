@@ -23,6 +23,7 @@ from tracewire import semconv
 from tracewire._instrument import Hook, safe_hook
 from tracewire.forwarded import Networks
 from tracewire.matching import HostMatcher, PathMatcher
+from tracewire.outbound import Injector, Route
 from tracewire.propagation import NONE, CompositePropagator, resolve
 from tracewire.settings import Settings
 from tracewire.trust import InboundPolicy
@@ -50,6 +51,17 @@ def _resolve(items: Sequence[object], label: str) -> Named:
     return tuple(named)
 
 
+def _injectors(named: Named) -> tuple[Injector, ...]:
+    return tuple(
+        (name, propagator, frozenset(f.lower() for f in propagator.fields))
+        for name, propagator in named
+    )
+
+
+def _fields(injectors: tuple[Injector, ...]) -> frozenset[str]:
+    return frozenset().union(*(fields for _, _, fields in injectors))
+
+
 class Compiled:
     """Everything the tracers need from one ``Settings``, built once."""
 
@@ -73,13 +85,8 @@ class Compiled:
         policy = settings.extract_policy
         self.propagator = CompositePropagator(extract, inject, policy)
         self.injector = CompositePropagator((), inject, policy)
-        self.injectors = tuple(
-            (name, propagator, frozenset(f.lower() for f in propagator.fields))
-            for name, propagator in inject
-        )
-        self.inject_fields: frozenset[str] = frozenset().union(
-            *(fields for _, _, fields in self.injectors)
-        )
+        self.injectors = _injectors(inject)
+        self.inject_fields = _fields(self.injectors)
         families = frozenset(format_family(name) for name, _ in inject)
         # Formats this service reads but does not send on: a request in one breaks the trace
         # for every downstream service that reads only that format.
@@ -140,6 +147,13 @@ class Compiled:
         )
 
     def _client(self, settings: Settings) -> None:
+        label = settings.label("inject_to")
+        routes = []
+        for hosts, names in settings.inject_to:
+            injectors = _injectors(_resolve(names, label))
+            routes.append(Route(HostMatcher(hosts, label), injectors, _fields(injectors)))
+        self.routes = tuple(routes)
+        self.tracestate_key = settings.tracestate_key
         propagate_to = settings.propagate_to
         baggage_to = propagate_to if settings.baggage_to is None else settings.baggage_to
         self.may_propagate = HostMatcher(propagate_to, settings.label("propagate_to"))

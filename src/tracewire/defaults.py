@@ -43,6 +43,7 @@ __all__ = [
     "configure",
     "configured",
     "default_settings",
+    "effective",
     "reset",
 ]
 
@@ -176,7 +177,9 @@ class SettingsSource:
 _env_fallback: Compiled | None = None
 
 
-def _effective(context: Context | None) -> Compiled:
+def effective(context: Context | None) -> Compiled:
+    """The settings in force in ``context`` (default: the current one): the serving
+    middleware's, else the process default, else the environment."""
     global _env_fallback
     serving = settings_in(get_current() if context is None else context)
     if serving is not None:
@@ -203,7 +206,7 @@ class ServicePropagator(TextMapPropagator):
         context: Context | None = None,
         getter: Getter[CarrierT] = default_getter,
     ) -> Context:
-        return _effective(context).propagator.extract(carrier, context, getter)
+        return effective(context).propagator.extract(carrier, context, getter)
 
     def inject(
         self,
@@ -211,11 +214,11 @@ class ServicePropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        _effective(context).injector.inject(carrier, context, setter)
+        effective(context).injector.inject(carrier, context, setter)
 
     @property
     def fields(self) -> set[str]:
-        return _effective(None).injector.fields
+        return effective(None).injector.fields
 
     def __repr__(self) -> str:
-        return f"ServicePropagator({_effective(None).propagator!r})"
+        return f"ServicePropagator({effective(None).propagator!r})"

@@ -325,7 +325,7 @@ class ServerCall:
             if hook is not None:
                 hook(span, ResponseInfo(status, headers))
         try:
-            return self._response_headers(span)
+            return self._response_headers(span, headers)
         except Exception as exc:
             fault("response-headers", exc)
             return []
@@ -352,7 +352,7 @@ class ServerCall:
                 found.setdefault(name, []).append(semconv.REDACTED if name in redact else value)
         return {semconv.RESPONSE_HEADER_PREFIX + name: v for name, v in found.items()}
 
-    def _response_headers(self, span: Span) -> list[tuple[str, str]]:
+    def _response_headers(self, span: Span, headers: Any) -> list[tuple[str, str]]:
         mode = self.plan.response_propagation
         if mode == "none":
             return []
@@ -360,9 +360,15 @@ class ServerCall:
         if not sc.is_valid:
             return []
         value = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags & 0x01:02x}"
-        if mode == "traceresponse":
-            return [("traceresponse", value)]
-        return [("server-timing", f"trace;desc={value}")]
+        added = (
+            [("traceresponse", value)]
+            if mode == "traceresponse"
+            else [("server-timing", f"trace;desc={value}")]
+        )
+        if _is_cors(headers):
+            # A script may read a cross-origin response's header only if it is exposed.
+            added.append(("access-control-expose-headers", mode))
+        return added
 
     def response_sent(self) -> None:
         """The last byte of the response went out: the span ends, unless it is a 5xx, which
@@ -413,6 +419,18 @@ class ServerCall:
             name, _ = semconv.normalize_method(view.method)
             span.update_name(f"{name} {route}")
             span.set_attribute(semconv.HTTP_ROUTE, route)
+
+
+_ALLOW_ORIGIN = "access-control-allow-origin"
+
+
+def _is_cors(headers: Any) -> bool:
+    """Whether the response is a CORS response (it has ``Access-Control-Allow-Origin``)."""
+    for name, _ in headers:
+        text = name.decode("latin-1") if isinstance(name, bytes) else name
+        if len(text) == len(_ALLOW_ORIGIN) and text.lower() == _ALLOW_ORIGIN:
+            return True
+    return False
 
 
 def _handled_exception(native: Any) -> BaseException | None:
