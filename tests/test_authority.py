@@ -12,7 +12,8 @@ Differences that are the client libraries' own, before tracewire sees the URL:
 * both httpx and requests (urllib3) lowercase a host name (``Example.COM``), while a server
   span keeps the Host header's case as sent;
 * requests drops a ``:0`` port from the URL (the request goes to the scheme's default port);
-* requests refuses a URL with an empty or malformed authority; httpx percent-encodes some.
+* requests refuses a URL with an empty or malformed authority (urllib3 1.26 percent-encodes
+  ``a, b`` instead); httpx percent-encodes some.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
+import urllib3
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -42,6 +44,7 @@ from tracewire.authority import DEFAULT_PORTS, effective_port, parse_authority, 
 from tracewire.httpx import TracewireTransport
 from tracewire.requests import TracewireAdapter
 
+URLLIB3_MAJOR = int(urllib3.__version__.split(".")[0])
 SOCKET = ("127.0.0.9", 8009)  # the local address of the (synthetic) server socket
 
 HTTPX_SKIPS_PARSER = (
@@ -87,7 +90,8 @@ CASES = [
     Case("h:99999", None, "absent", "rejected", httpx_xfail=True),
     Case("h:0", None, "absent", ("h", 80), httpx_xfail=True),
     Case("", None, "absent", "rejected", httpx_raises=ValueError),
-    Case("a, b", None, "absent", "rejected", httpx_xfail=True),  # two Host values, joined
+    # Two Host values, joined; urllib3 2 refuses the URL, 1.26 percent-encodes it.
+    Case("a, b", None, "absent", "rejected" if URLLIB3_MAJOR >= 2 else "absent", httpx_xfail=True),
 ]
 IDS = [repr(c.text) for c in CASES]
 
