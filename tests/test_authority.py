@@ -47,12 +47,6 @@ from tracewire.requests import TracewireAdapter
 URLLIB3_MAJOR = int(urllib3.__version__.split(".")[0])
 SOCKET = ("127.0.0.9", 8009)  # the local address of the (synthetic) server socket
 
-HTTPX_SKIPS_PARSER = (
-    "tracewire.httpx takes url.host / url.port from httpx.URL instead of running the URL's "
-    "authority through tracewire.authority (as tracewire.requests does via split_url), so an "
-    "authority parse_authority rejects still gets server.address/server.port on the CLIENT span"
-)
-
 
 @dataclass(frozen=True)
 class Case:
@@ -68,7 +62,6 @@ class Case:
     parsed: tuple[str, int | None] | None
     httpx: tuple[str, int] | str | None = None
     requests: tuple[str, int] | str | None = None
-    httpx_xfail: bool = False
     # httpx itself fails after the transport answered (its cookie jar cannot parse the URL).
     httpx_raises: type[Exception] | None = None
 
@@ -87,11 +80,11 @@ CASES = [
     Case("[::1", None, "rejected", "rejected"),
     Case("a:b:c", None, "rejected", "rejected"),
     Case("h:abc", None, "rejected", "rejected"),
-    Case("h:99999", None, "absent", "rejected", httpx_xfail=True),
-    Case("h:0", None, "absent", ("h", 80), httpx_xfail=True),
+    Case("h:99999", None, "absent", "rejected"),
+    Case("h:0", None, "absent", ("h", 80)),
     Case("", None, "absent", "rejected", httpx_raises=ValueError),
     # Two Host values, joined; urllib3 2 refuses the URL, 1.26 percent-encodes it.
-    Case("a, b", None, "absent", "rejected" if URLLIB3_MAJOR >= 2 else "absent", httpx_xfail=True),
+    Case("a, b", None, "absent", "rejected" if URLLIB3_MAJOR >= 2 else "absent"),
 ]
 IDS = [repr(c.text) for c in CASES]
 
@@ -234,10 +227,7 @@ def client_params() -> list[Any]:
     params = []
     for library in ("httpx", "requests"):
         for case in CASES:
-            marks = []
-            if library == "httpx" and case.httpx_xfail:
-                marks.append(pytest.mark.xfail(strict=True, reason=HTTPX_SKIPS_PARSER))
-            params.append(pytest.param(library, case, id=f"{library}-{case.text!r}", marks=marks))
+            params.append(pytest.param(library, case, id=f"{library}-{case.text!r}"))
     return params
 
 

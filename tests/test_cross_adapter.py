@@ -220,6 +220,7 @@ def test_the_shared_spans_say_what_the_conventions_say(
         "client.address": HOST,
         "user_agent.original": USER_AGENT,
         "tracewire.propagation.format": "tracecontext",
+        "tracewire.parent.source": "header:tracecontext",
         "http.response.status_code": status,
         **EXPECTED_SERVER[call.name],
     }

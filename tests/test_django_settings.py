@@ -49,6 +49,4 @@ def test_the_environment_fills_in(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from_django(django(TRACEWIRE_EXCLUDED_PATHS="/health"))
     assert settings.propagators == ("b3",)
     assert {n: s for n, _, s in settings.describe()}["propagators"] == "OTEL_PROPAGATORS"
-    assert settings_from_django(django(TRACEWIRE_PROPAGATORS="b3multi")).propagators == (
-        "b3multi",
-    )
+    assert settings_from_django(django(TRACEWIRE_PROPAGATORS="b3multi")).propagators == ("b3multi",)

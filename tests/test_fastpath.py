@@ -547,15 +547,6 @@ def test_global_provider_set_after_the_middleware_and_client_were_built(which: s
 
 
 # ------------------------------------------------------------- what the shortcut skips
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the shortcut skips the SDK's own span metrics: with "
-        "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true the SDK counts every started span in "
-        "otel.sdk.span.started (sampling result DROP included); a child made by the shortcut is "
-        "not counted"
-    ),
-)
 def test_sdk_internal_span_metrics_count_shortcut_children(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -595,14 +586,6 @@ def test_sdk_internal_span_metrics_count_shortcut_children(
         meters.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the shortcut ignores a tracer the SDK's (experimental) tracer configurator disabled: "
-        "the SDK then returns the parent itself (NonRecordingSpan(parent), same span id), the "
-        "shortcut makes a new span id"
-    ),
-)
 def test_disabled_tracer_gives_the_parent_itself() -> None:
     sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
     disable = getattr(sdk_trace, "_disable_tracer_configurator", None)

@@ -159,14 +159,6 @@ def test_retry_error_after_the_last_503(tracing: Tracing) -> None:
         check_status_description(span)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "when urllib3 gives up after a retried 503 (MaxRetryError -> requests RetryError), the "
-        "last attempt's span gets error.type RetryError but no http.response.status_code, "
-        "although that attempt received the 503 (urllib3 read it, then raised MaxRetryError)"
-    ),
-)
 def test_retry_error_keeps_the_last_attempts_status(tracing: Tracing) -> None:
     with FlakyServer(fail_first=10) as server:
         session = session_for(tracing, retry(total=1, status_forcelist=[503]))

@@ -16,7 +16,11 @@ This relies on SDK internals, all read once per tracer (never per request) and c
 * ``ParentBased._remote_parent_not_sampled`` / ``._local_parent_not_sampled``, which must be
   the SDK's own ``ALWAYS_OFF`` static sampler;
 * ``ParentBased._root``, asked for ``sampled=ignore`` (``tracewire.trust``), where the
-  caller's sampled flag must not decide.
+  caller's sampled flag must not decide;
+* ``Tracer._is_enabled()`` (the experimental tracer configurator) and
+  ``Tracer._tracer_metrics`` (the SDK's own span metrics, ``NoOpTracerMetrics`` unless
+  ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``): a disabled tracer, or counted spans, are
+  left to the SDK.
 
 Anything else (a custom sampler, custom delegates, no SDK) turns the shortcut off: the SDK
 then decides as usual.
@@ -36,12 +40,14 @@ __all__ = ["UnsampledChildren"]
 class _Plan:
     """What the probe found for one tracer."""
 
-    __slots__ = ("ids", "local", "remote")
+    __slots__ = ("enabled", "ids", "local", "remote")
 
-    def __init__(self, ids: Any, remote: bool, local: bool) -> None:
+    def __init__(self, ids: Any, remote: bool, local: bool, enabled: Any = None) -> None:
         self.ids = ids
         self.remote = remote
         self.local = local
+        # The tracer's "am I enabled" check, asked per span: its config can change at run time.
+        self.enabled = enabled
 
 
 _OFF = _Plan(None, remote=False, local=False)
@@ -78,9 +84,13 @@ def _probe(tracer: Tracer) -> _Plan | None:
 
     remote = always_off("_remote_parent_not_sampled")
     local = always_off("_local_parent_not_sampled")
-    if not (remote or local):
+    metrics = getattr(real, "_tracer_metrics", None)
+    if not (remote or local) or (
+        metrics is not None and type(metrics).__name__ != "NoOpTracerMetrics"
+    ):
+        # With the SDK's own span metrics on, every started span is counted: leave it to the SDK.
         return _OFF
-    return _Plan(real.id_generator, remote, local)
+    return _Plan(real.id_generator, remote, local, getattr(real, "_is_enabled", None))
 
 
 class UnsampledChildren:
@@ -115,6 +125,8 @@ class UnsampledChildren:
             self._plan = plan
         if not (plan.remote if parent.is_remote else plan.local):
             return None
+        if plan.enabled is not None and not plan.enabled():
+            return None  # a disabled tracer gives the parent itself: the SDK's own answer
         return NonRecordingSpan(
             SpanContext(
                 parent.trace_id,

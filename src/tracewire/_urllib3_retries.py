@@ -13,13 +13,17 @@ urllib3 major version CI installs, 1.26 and 2.x):
   ``PoolManager.clear()``, which drops pools already built;
 * ``HTTPConnectionPool.urlopen(method, url, body, headers, retries, ...)``, called again for
   each retry with its own copy of the headers, and ``Retry.history`` entries with ``error`` and
-  ``status``.
+  ``status``;
+* the text of the ``ResponseError`` that ``MaxRetryError`` gives as its reason when the last
+  attempt got a retryable status (``"too many 503 error responses"``), the only place the
+  status of that attempt is left.
 
 When any of these is missing, the adapter still traces one span per adapter call.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry.context import create_key, get_current
@@ -28,7 +32,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 from tracewire._instrument import fault
 from tracewire.client import ClientCall
 
-__all__ = ["EXCHANGE_KEY", "Exchange", "restore_pools", "trace_pools"]
+__all__ = ["EXCHANGE_KEY", "Exchange", "final_status", "restore_pools", "trace_pools"]
 
 # The exchange (one adapter call) in flight, for the connection pools below the adapter.
 EXCHANGE_KEY = create_key("tracewire-requests-exchange")
@@ -66,6 +70,19 @@ class Exchange:
             self.call = previous.next_attempt(headers)
         except Exception as exc:
             fault("client-retry", exc)
+
+
+_TOO_MANY = re.compile(r"too many (\d{3}) error responses")
+
+
+def final_status(exc: BaseException) -> int | None:
+    """The status the last attempt got, when urllib3 gave up on it (``MaxRetryError``)."""
+    for error in (exc, *exc.args):
+        reason = getattr(error, "reason", None)
+        if reason is not None:
+            found = _TOO_MANY.fullmatch(str(reason))
+            return int(found.group(1)) if found else None
+    return None
 
 
 class _TracedPool(HTTPConnectionPool):

@@ -12,6 +12,26 @@ from typing import Any
 
 from opentelemetry.propagators.textmap import Getter, Setter
 
+__all__ = [
+    "AsgiHeaders",
+    "AsgiHeadersGetter",
+    "AsgiHeadersSetter",
+    "HeadersGetter",
+    "HeadersSetter",
+    "Pairs",
+    "PairsGetter",
+    "PairsSetter",
+    "WsgiEnvironGetter",
+    "asgi_getter",
+    "asgi_setter",
+    "headers_getter",
+    "headers_setter",
+    "pairs_getter",
+    "pairs_setter",
+    "wsgi_getter",
+    "wsgi_key",
+]
+
 AsgiHeaders = Iterable[tuple[bytes, bytes]]
 
 

@@ -14,7 +14,17 @@ from tracewire._diagnostics import static_breakers
 from tracewire.compiled import compile_settings
 from tracewire.settings import Settings
 
-__all__ = ["PRECEDENCE", "find_settings", "main"]
+__all__ = [
+    "COMMANDS",
+    "PRECEDENCE",
+    "USAGE",
+    "CheckError",
+    "check",
+    "demo",
+    "find_settings",
+    "load_app",
+    "main",
+]
 
 PRECEDENCE = (
     "settings given to the component: settings=, keyword settings, or the framework's config "

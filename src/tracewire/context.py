@@ -16,6 +16,11 @@ from typing import ParamSpec, TypeVar
 
 from opentelemetry.context import Context, attach, detach, get_current
 
+__all__ = [
+    "ContextExecutor",
+    "wrap",
+]
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

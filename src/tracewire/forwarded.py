@@ -18,7 +18,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-__all__ = ["CLIENT_IP_HEADERS", "Networks", "client_address"]
+__all__ = [
+    "CLIENT_IP_HEADERS",
+    "MAX_HOPS",
+    "IPAddress",
+    "IPNetwork",
+    "Networks",
+    "client_address",
+    "parse_address",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

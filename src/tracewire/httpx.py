@@ -36,6 +36,7 @@ from opentelemetry.trace import TracerProvider
 
 from tracewire._instrument import check_type
 from tracewire._switch import GlobalSwitch
+from tracewire.authority import parse_authority
 from tracewire.client import ClientCall, ClientTracer, OutgoingRequest, protocol_version
 from tracewire.settings import Settings
 
@@ -67,9 +68,11 @@ _NAMES = httpx.Headers.keys  # lowercase names already
 def _start(tracer: ClientTracer, request: httpx.Request) -> tuple[ClientCall | None, Any]:
     """Begin the attempt; the call (``None``: send untouched) and the token to detach."""
     url = request.url
+    # The one authority rule every adapter shares (httpx itself accepts ports 0 and 99999).
+    host, port = parse_authority(url.netloc.decode("ascii", "replace")) or ("", None)
     call = tracer.start(
         OutgoingRequest(
-            request.method, url.scheme, url.host, url.port, url, request.headers, request, _NAMES
+            request.method, url.scheme, host, port, url, request.headers, request, _NAMES
         )
     )
     if call is None or call.context is None:

@@ -18,6 +18,17 @@ from opentelemetry.context import create_key
 
 from tracewire.authority import effective_port
 
+__all__ = [
+    "ORIGIN_KEY",
+    "REGEX_PREFIX",
+    "SAME_ORIGIN",
+    "HostMatcher",
+    "Origin",
+    "PathMatcher",
+    "PatternSpec",
+    "validate_patterns",
+]
+
 PatternSpec = str | re.Pattern[str]
 
 REGEX_PREFIX = "re:"

@@ -31,7 +31,16 @@ from tracewire._log import warn_limited
 from tracewire.matching import ORIGIN_KEY, HostMatcher, Origin
 from tracewire.propagators.tracecontext import MAX_TRACESTATE_MEMBERS, _ValidatedTraceState
 
-__all__ = ["Destination", "Injector", "Outbound", "prepare", "write"]
+__all__ = [
+    "Destination",
+    "Injector",
+    "Outbound",
+    "Recorder",
+    "Route",
+    "prepare",
+    "with_our_member",
+    "write",
+]
 
 Injector = tuple[str, TextMapPropagator, frozenset[str]]
 

@@ -36,6 +36,18 @@ from tracewire.propagators import (
     TraceContextPropagator,
 )
 
+__all__ = [
+    "BUILTINS",
+    "ENTRY_POINT_GROUP",
+    "NONE",
+    "POLICIES",
+    "PROVIDED_BY",
+    "CompositePropagator",
+    "Extracted",
+    "known_names",
+    "resolve",
+]
+
 ENTRY_POINT_GROUP = "opentelemetry_propagator"
 
 BUILTINS: dict[str, Callable[[], TextMapPropagator]] = {

@@ -30,7 +30,13 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 
 from tracewire._instrument import check_type, fault
 from tracewire._switch import GlobalSwitch
-from tracewire._urllib3_retries import EXCHANGE_KEY, Exchange, restore_pools, trace_pools
+from tracewire._urllib3_retries import (
+    EXCHANGE_KEY,
+    Exchange,
+    final_status,
+    restore_pools,
+    trace_pools,
+)
 from tracewire.authority import split_url
 from tracewire.client import (
     ClientCall,
@@ -200,6 +206,9 @@ class TracewireAdapter(BaseAdapter):
         try:
             response = self.adapter.send(request, **options)
         except BaseException as exc:
+            status = final_status(exc)
+            if status is not None:
+                exchange.call.respond(status, None, None, hook=False)
             exchange.call.end(exc)
             raise
         finally:

@@ -4,6 +4,37 @@ from __future__ import annotations
 
 import sys
 
+__all__ = [
+    "BAGGAGE_PREFIX",
+    "CLIENT_ADDRESS",
+    "CLIENT_PORT",
+    "ERROR_TYPE",
+    "HTTP_REQUEST_METHOD",
+    "HTTP_REQUEST_METHOD_ORIGINAL",
+    "HTTP_RESPONSE_STATUS_CODE",
+    "HTTP_ROUTE",
+    "KNOWN_METHODS",
+    "NETWORK_PEER_ADDRESS",
+    "NETWORK_PROTOCOL_VERSION",
+    "OTHER_METHOD",
+    "PARENT_SOURCE",
+    "POLICY_RULE",
+    "PROPAGATION_FORMAT",
+    "REDACTED",
+    "REQUEST_HEADER_PREFIX",
+    "RESPONSE_HEADER_PREFIX",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
+    "URL_FULL",
+    "URL_PATH",
+    "URL_QUERY",
+    "URL_SCHEME",
+    "USER_AGENT_ORIGINAL",
+    "normalize_method",
+    "qualified_name",
+    "redact_query",
+]
+
 # Attribute names (OpenTelemetry HTTP semantic conventions, stable).
 HTTP_REQUEST_METHOD = "http.request.method"
 HTTP_REQUEST_METHOD_ORIGINAL = "http.request.method_original"

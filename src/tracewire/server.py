@@ -51,10 +51,13 @@ __all__ = [
     "EXCEPTION_KEY",
     "ROUTE_KEY",
     "SPAN_KEY",
+    "Attributes",
     "RequestView",
     "ResponseInfo",
+    "RouteOf",
     "ServerCall",
     "ServerTracer",
+    "describe",
 ]
 
 Attributes = dict[str, AttributeValue]

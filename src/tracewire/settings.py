@@ -32,6 +32,17 @@ from tracewire.propagation import POLICIES
 if TYPE_CHECKING:
     from tracewire.propagation import CompositePropagator
 
+__all__ = [
+    "DEFAULT_REDACT_HEADERS",
+    "DEFAULT_REDACT_QUERY",
+    "OTEL_PROPAGATORS",
+    "PREFIX",
+    "RESPONSE_PROPAGATION",
+    "Hook",
+    "PropagatorSpec",
+    "Settings",
+]
+
 PropagatorSpec = str | TextMapPropagator
 Hook = k.Hook
 

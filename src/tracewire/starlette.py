@@ -24,7 +24,15 @@ from tracewire._log import warn_once
 from tracewire.asgi import TracewireMiddleware
 from tracewire.settings import OTEL_PROPAGATORS, PREFIX, Settings
 
-__all__ = ["TracewireMiddleware", "route_template", "settings_from_config"]
+__all__ = [
+    "FASTAPI_TELEMETRY",
+    "STARLETTE_CONFIG",
+    "Scope",
+    "TracewireMiddleware",
+    "check_fastapi_tracing",
+    "route_template",
+    "settings_from_config",
+]
 
 Scope = MutableMapping[str, Any]
 STARLETTE_CONFIG = ConfigSource("the Starlette Config", "Config('{key}')")

@@ -57,13 +57,23 @@ from tracewire.propagators.b3 import DEBUG_KEY as B3_DEBUG_KEY
 
 __all__ = [
     "ACTIONS",
+    "ALIASES",
+    "BAGGAGE",
+    "CONTINUE",
     "LINK_REASON",
+    "SAMPLED",
+    "Condition",
     "Decision",
     "Inbound",
     "InboundPolicy",
     "Policy",
+    "RootSampled",
     "Rule",
+    "parent_source",
+    "parse_rule",
     "parse_rules",
+    "plain",
+    "to_rule",
 ]
 
 ACTIONS = ("continue", "restart", "ignore")

@@ -54,7 +54,23 @@ from tracewire.demo.tree import render, supports_unicode
 from tracewire.demo.verify import Hop, Verdict, check, expected_chain, missing
 from tracewire.settings import Settings
 
-__all__ = ["main"]
+__all__ = [
+    "B3_HEADERS",
+    "CONFIG_SHOWN",
+    "DROPPED_VARIABLES",
+    "GUNICORN_ARGS",
+    "PROG",
+    "UVICORN_ARGS",
+    "WERKZEUG_RUNNER",
+    "WIRE_HEADERS",
+    "Plan",
+    "Terminated",
+    "UsageError",
+    "build_parser",
+    "main",
+    "make_plan",
+    "run",
+]
 
 PROG = "tracewire demo"
 B3_HEADERS = frozenset(h for h in services.TRACE_HEADERS if h == "b3" or h.startswith("x-b3-"))

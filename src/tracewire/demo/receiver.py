@@ -30,7 +30,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-__all__ = ["OTLPReceiver", "ReceivedSpan"]
+__all__ = [
+    "MAX_BODY",
+    "PROTOBUF",
+    "TRACES_PATH",
+    "OTLPReceiver",
+    "ReceivedSpan",
+    "decode_spans",
+]
 
 TRACES_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"

@@ -47,6 +47,33 @@ from tracewire.settings import Settings
 if TYPE_CHECKING:
     from flask import Flask
 
+__all__ = [
+    "CALL_TIMEOUT",
+    "CONFIG_MODES",
+    "DOWNSTREAM_DELAY",
+    "ENV_CONFIG",
+    "ENV_DOWNSTREAM_URL",
+    "ENV_EXTRA_OTLP",
+    "ENV_FILE",
+    "ENV_PROPAGATORS",
+    "ENV_THIRD_URL",
+    "FACTORIES",
+    "HEALTH_PATH",
+    "SERVER_DELAY",
+    "THIRD_DELAY",
+    "TRACE_HEADERS",
+    "config_mode",
+    "configure_propagation",
+    "configure_tracing",
+    "create_downstream",
+    "create_server",
+    "create_third",
+    "main",
+    "received",
+    "serve_werkzeug",
+    "trace_header_names",
+]
+
 ENV_DOWNSTREAM_URL = "TWDEMO_DOWNSTREAM_URL"
 ENV_THIRD_URL = "TWDEMO_THIRD_URL"
 ENV_EXTRA_OTLP = "TWDEMO_EXTRA_OTLP_ENDPOINT"

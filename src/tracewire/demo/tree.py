@@ -20,7 +20,14 @@ from typing import TextIO
 
 from tracewire.demo.receiver import ReceivedSpan
 
-__all__ = ["Glyphs", "render", "supports_unicode"]
+__all__ = [
+    "ASCII",
+    "UNICODE",
+    "Glyphs",
+    "render",
+    "render_trace",
+    "supports_unicode",
+]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,19 @@ from dataclasses import dataclass
 
 from tracewire.demo.receiver import ReceivedSpan
 
-__all__ = ["Hop", "Verdict", "all_arrived", "check", "describe", "expected_chain"]
+__all__ = [
+    "DOWNSTREAM_NAME",
+    "ENTRY_PATH",
+    "SERVER_NAME",
+    "THIRD_NAME",
+    "Hop",
+    "Verdict",
+    "all_arrived",
+    "check",
+    "describe",
+    "expected_chain",
+    "missing",
+]
 
 SERVER_NAME = "my-server"
 DOWNSTREAM_NAME = "my-downstream"
