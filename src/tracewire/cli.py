@@ -127,6 +127,21 @@ def check(argv: Sequence[str]) -> int:
         help="check this app's settings (Flask, Starlette, FastAPI, Django asgi/wsgi, any "
         "app wrapped in a tracewire middleware), e.g. 'myapp.main:app' or 'myapp:create_app()'",
     )
+    parser.add_argument(
+        "--request",
+        metavar="'METHOD PATH [from ADDRESS]'",
+        help="explain what tracewire would do with this request, e.g. 'GET /public/x from "
+        "203.0.113.9': how each propagator reads the headers, which context wins, which "
+        "incoming rule matches",
+    )
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header of --request (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.app is None:
@@ -141,12 +156,26 @@ def check(argv: Sequence[str]) -> int:
     except (ValueError, TypeError) as exc:
         print(f"tracewire: invalid settings: {exc}", file=sys.stderr)
         return 2
+    if args.request is not None:
+        return _explain(found[0][1], args.request, args.header)
     for where, settings in found:
         _print_settings(f"tracewire settings (from {where}):", settings)
         _print_breakers(settings, check_sdk=args.app is not None)
     print("precedence, highest first:")
     for number, line in enumerate(PRECEDENCE, 1):
         print(f"  {number}. {line}")
+    return 0
+
+
+def _explain(settings: Settings, request: str, headers: Sequence[str]) -> int:
+    from tracewire._explain import explain
+
+    try:
+        lines = explain(settings, request, headers)
+    except ValueError as exc:
+        print(f"tracewire: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 
