@@ -26,33 +26,27 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.config import Config
 
 from tests.support.one_setting import (
     CLIENTS,
     FORMATS,
+    MODES,
     TIMEOUT,
     Clients,
     Downstream,
     Service,
     SharedTracing,
     Trace,
+    build_app,
     clean_globals,
     expected_names,
-    fastapi_app,
-    flask_app,
     global_switch,
     incoming,
     new_case,
     outgoing_ids,
     serve,
-    starlette_app,
     trace_header_names,
-    wsgi_app,
 )
-from tracewire import Settings, TracewireMiddleware, TracewireWSGIMiddleware
-from tracewire.flask import Tracewire
-from tracewire.starlette import settings_from_config
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +67,6 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
-ASGI_MODES = ("code", "kwargs", "config", "env_tracewire", "env_otel")
-MODES = {
-    "starlette": ASGI_MODES,
-    "fastapi": ASGI_MODES,
-    "flask": ("code", "config", "env_tracewire", "env_otel"),
-    "wsgi": ("code", "kwargs", "env_tracewire", "env_otel"),
-}
 # The propagators the service chooses for each incoming format. None of them is the
 # default (tracecontext,baggage), so a client that ignored the app's choice would show.
 CHOSEN = {
@@ -87,57 +74,6 @@ CHOSEN = {
     "b3": ("b3",),
     "b3multi": ("b3multi",),
 }
-
-
-def build(
-    framework: str,
-    mode: str,
-    propagators: tuple[str, ...],
-    service: Service,
-    shared: SharedTracing,
-    tmp_path: Path,
-) -> tuple[Any, bool]:
-    """The app with tracewire mounted as a user of ``framework`` would for ``mode``."""
-    text = ",".join(propagators)
-    provider = shared.provider
-    if framework in ("starlette", "fastapi"):
-        app = starlette_app(service) if framework == "starlette" else fastapi_app(service)
-        if mode == "code":
-            settings = Settings(propagators=list(propagators))
-            app.add_middleware(TracewireMiddleware, settings=settings, tracer_provider=provider)
-        elif mode == "kwargs":
-            app.add_middleware(
-                TracewireMiddleware, propagators=list(propagators), tracer_provider=provider
-            )
-        elif mode == "config":
-            env_file = tmp_path / ".env"
-            env_file.write_text(f"TRACEWIRE_PROPAGATORS={text}\n")
-            settings = settings_from_config(Config(env_file))
-            app.add_middleware(TracewireMiddleware, settings=settings, tracer_provider=provider)
-        else:
-            app.add_middleware(TracewireMiddleware, tracer_provider=provider)
-        return app, False
-    if framework == "flask":
-        app = flask_app(service)
-        if mode == "code":
-            Tracewire(
-                app, settings=Settings(propagators=list(propagators)), tracer_provider=provider
-            )
-        else:
-            if mode == "config":
-                app.config["TRACEWIRE_PROPAGATORS"] = text
-            Tracewire(app, tracer_provider=provider)
-        return app, True
-    assert framework == "wsgi"
-    raw = wsgi_app(service)
-    if mode == "code":
-        settings = Settings(propagators=list(propagators))
-        return TracewireWSGIMiddleware(raw, settings, tracer_provider=provider), True
-    if mode == "kwargs":
-        return TracewireWSGIMiddleware(
-            raw, propagators=list(propagators), tracer_provider=provider
-        ), True
-    return TracewireWSGIMiddleware(raw, tracer_provider=provider), True
 
 
 def check_call(
@@ -187,7 +123,7 @@ def run_case(
         monkeypatch.setenv("OTEL_PROPAGATORS", ",".join(propagators))
     # Clients and app are built under that environment, like a real service's start-up.
     service = Service(Clients(shared.provider))
-    app, wsgi = build(framework, mode, propagators, service, shared, tmp_path)
+    app, wsgi = build_app(framework, mode, propagators, service, shared.provider, tmp_path)
     failures: list[str] = []
     try:
         # The driver is made before any global switch is turned on: it stays untraced.

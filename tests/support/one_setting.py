@@ -13,8 +13,10 @@ What is here:
 - :class:`Clients`: the outgoing clients a service uses (httpx sync and async transports,
   a requests session, the two global switches), built without settings unless told;
 - app builders (Starlette, FastAPI, Flask, raw WSGI) answering ``GET /call`` (make one
-  outgoing call), ``GET /inject`` (``opentelemetry.propagate.inject`` into a dict) and
-  ``GET /health``, and :func:`serve` to run any of them under a real server.
+  outgoing call), ``GET /inject`` (``opentelemetry.propagate.inject`` into a dict),
+  ``GET /extract`` (``opentelemetry.propagate.extract`` from the query parameters) and
+  ``GET /health``; :func:`build_app` mounts tracewire on them the way each framework's users
+  choose settings, and :func:`serve` runs any of them under a real server.
 
 Every wait has a deadline (``wait_for``); servers bind to 127.0.0.1 on free ports.
 """
@@ -30,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -43,6 +46,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.config import Config
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -51,11 +55,14 @@ import tracewire.defaults
 import tracewire.httpx
 import tracewire.requests
 from tests.support.servers import HOST, ServerThread, UvicornThread, WerkzeugThread, wait_for
-from tracewire import Settings, TracewireMiddleware
+from tracewire import Settings, TracewireMiddleware, TracewireWSGIMiddleware
+from tracewire.flask import Tracewire
+from tracewire.starlette import settings_from_config
 
 __all__ = [
     "CLIENTS",
     "FORMATS",
+    "MODES",
     "TRACE_HEADERS",
     "Clients",
     "Downstream",
@@ -63,6 +70,7 @@ __all__ = [
     "Service",
     "SharedTracing",
     "Trace",
+    "build_app",
     "clean_globals",
     "fastapi_app",
     "flask_app",
@@ -430,9 +438,16 @@ def seen() -> dict[str, Any]:
 
 
 def injected() -> dict[str, Any]:
+    """What ``opentelemetry.propagate.inject`` writes in the app's code."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return {"carrier": carrier, **seen()}
+
+
+def extracted(carrier: Mapping[str, str]) -> dict[str, Any]:
+    """What ``opentelemetry.propagate.extract`` finds in ``carrier`` in the app's code."""
+    sc = trace.get_current_span(propagate.extract(dict(carrier))).get_span_context()
+    return {"valid": sc.is_valid, "trace_id": f"{sc.trace_id:032x}"}
 
 
 def _asgi_routes(service: Service) -> list[tuple[str, Callable[..., Any]]]:
@@ -446,10 +461,13 @@ def _asgi_routes(service: Service) -> list[tuple[str, Callable[..., Any]]]:
     async def inject(request: Request) -> Response:
         return JSONResponse(injected())
 
+    async def extract(request: Request) -> Response:
+        return JSONResponse(extracted(request.query_params))
+
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    return [("/call", call), ("/inject", inject), ("/health", health)]
+    return [("/call", call), ("/inject", inject), ("/extract", extract), ("/health", health)]
 
 
 def starlette_app(service: Service) -> Starlette:
@@ -491,6 +509,10 @@ def flask_app(service: Service, name: str = "one_setting") -> Any:
     def inject() -> Any:
         return jsonify(injected())
 
+    @app.get("/extract")
+    def extract() -> Any:
+        return jsonify(extracted(request.args.to_dict()))
+
     @app.get("/health")
     def health() -> str:
         return "ok"
@@ -510,6 +532,8 @@ def wsgi_app(service: Service) -> Callable[..., Iterable[bytes]]:
             body: Any = {"status": status, **seen()}
         elif path == "/inject":
             body = injected()
+        elif path == "/extract":
+            body = extracted(args)
         elif path == "/health":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok"]
@@ -523,6 +547,69 @@ def wsgi_app(service: Service) -> Callable[..., Iterable[bytes]]:
         return [data]
 
     return app
+
+
+# How each framework's users choose settings (see build_app).
+ASGI_MODES = ("code", "kwargs", "config", "env_tracewire", "env_otel")
+MODES = {
+    "starlette": ASGI_MODES,
+    "fastapi": ASGI_MODES,
+    "flask": ("code", "config", "env_tracewire", "env_otel"),
+    "wsgi": ("code", "kwargs", "env_tracewire", "env_otel"),
+}
+
+
+def build_app(
+    framework: str,
+    mode: str,
+    propagators: tuple[str, ...],
+    service: Service,
+    provider: TracerProvider,
+    tmp_path: Path,
+) -> tuple[Any, bool]:
+    """The app with tracewire mounted as a user of ``framework`` would for ``mode``; and
+    whether it is WSGI. ``code``: ``Settings``; ``kwargs``: keyword settings; ``config``: the
+    framework's config (a Starlette ``Config`` env file in ``tmp_path``, Flask ``app.config``);
+    ``env_*``: nothing given (the caller sets the environment first)."""
+    text = ",".join(propagators)
+    if framework in ("starlette", "fastapi"):
+        app = starlette_app(service) if framework == "starlette" else fastapi_app(service)
+        if mode == "code":
+            settings = Settings(propagators=list(propagators))
+            app.add_middleware(TracewireMiddleware, settings=settings, tracer_provider=provider)
+        elif mode == "kwargs":
+            app.add_middleware(
+                TracewireMiddleware, propagators=list(propagators), tracer_provider=provider
+            )
+        elif mode == "config":
+            env_file = tmp_path / ".env"
+            env_file.write_text(f"TRACEWIRE_PROPAGATORS={text}\n")
+            settings = settings_from_config(Config(env_file))
+            app.add_middleware(TracewireMiddleware, settings=settings, tracer_provider=provider)
+        else:
+            app.add_middleware(TracewireMiddleware, tracer_provider=provider)
+        return app, False
+    if framework == "flask":
+        app = flask_app(service)
+        if mode == "code":
+            Tracewire(
+                app, settings=Settings(propagators=list(propagators)), tracer_provider=provider
+            )
+        else:
+            if mode == "config":
+                app.config["TRACEWIRE_PROPAGATORS"] = text
+            Tracewire(app, tracer_provider=provider)
+        return app, True
+    assert framework == "wsgi"
+    raw = wsgi_app(service)
+    if mode == "code":
+        settings = Settings(propagators=list(propagators))
+        return TracewireWSGIMiddleware(raw, settings, tracer_provider=provider), True
+    if mode == "kwargs":
+        return TracewireWSGIMiddleware(
+            raw, propagators=list(propagators), tracer_provider=provider
+        ), True
+    return TracewireWSGIMiddleware(raw, tracer_provider=provider), True
 
 
 def serve(app: Any, *, wsgi: bool) -> ServerThread:
