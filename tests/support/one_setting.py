@@ -70,7 +70,11 @@ __all__ = [
     "Service",
     "SharedTracing",
     "Trace",
+    "assert_hop",
+    "assert_root_hop",
     "build_app",
+    "call_outside",
+    "call_through",
     "clean_globals",
     "fastapi_app",
     "flask_app",
@@ -198,6 +202,39 @@ class Trace:
         assert downstream.context.trace_id == client.context.trace_id
         assert downstream.parent.span_id == client.context.span_id
         assert downstream.parent.is_remote
+
+
+def assert_hop(
+    tracing: SharedTracing, sent: Incoming, got: Headers, propagators: Sequence[str]
+) -> Trace:
+    """A call made while serving ``sent``: exactly ``propagators``' headers went out, carrying
+    the CLIENT span's id, and the chain incoming > SERVER > CLIENT > downstream SERVER holds."""
+    assert trace_header_names(got) == expected_names(propagators), (
+        f"sent {sorted(trace_header_names(got))}, expected {list(propagators)}"
+    )
+    hop = Trace.of(tracing.wait_spans(sent.trace_id, 3), sent.span_id)
+    for name in propagators:
+        if name in FORMATS:
+            assert outgoing_ids(got, name) == (sent.trace_id, hop.client.context.span_id), name
+    hop.assert_chain()
+    return hop
+
+
+def assert_root_hop(tracing: SharedTracing, got: Headers, propagators: Sequence[str]) -> None:
+    """A call made outside any request: exactly ``propagators``' headers, from a root CLIENT
+    span, and the downstream SERVER span is its child."""
+    assert trace_header_names(got) == expected_names(propagators), (
+        f"sent {sorted(trace_header_names(got))}, expected {list(propagators)}"
+    )
+    formats = [name for name in propagators if name in FORMATS]
+    trace_id, span_id = outgoing_ids(got, formats[0])
+    for name in formats[1:]:
+        assert outgoing_ids(got, name) == (trace_id, span_id)
+    spans = tracing.wait_spans(trace_id, 2)
+    (client,) = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert client.context.span_id == span_id and client.parent is None
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert server.parent is not None and server.parent.span_id == span_id
 
 
 # ------------------------------------------------------------------------------ headers
@@ -386,22 +423,67 @@ class Clients:
 
 
 @contextlib.contextmanager
-def global_switch(kind: str, provider: TracerProvider) -> Iterator[None]:
+def global_switch(
+    kind: str, provider: TracerProvider, settings: Settings | None = None
+) -> Iterator[None]:
     """Turn on the global switch ``kind`` needs (none for per-client kinds); always off after."""
     if kind == "httpx_global":
-        tracewire.httpx.instrument(tracer_provider=provider)
+        tracewire.httpx.instrument(settings, tracer_provider=provider)
         try:
             yield
         finally:
             tracewire.httpx.uninstrument()
     elif kind == "requests_global":
-        tracewire.requests.instrument(tracer_provider=provider)
+        tracewire.requests.instrument(settings, tracer_provider=provider)
         try:
             yield
         finally:
             tracewire.requests.uninstrument()
     else:
         yield
+
+
+def call_through(
+    url: str,
+    kind: str,
+    sent: Incoming | None,
+    downstream: Downstream,
+    propagators: Sequence[str],
+    provider: TracerProvider,
+    switch_settings: Settings | None = None,
+) -> tuple[Headers, dict[str, Any]]:
+    """Ask the app at ``url`` to call the downstream (served with ``propagators``) with client
+    ``kind`` while serving a request that carries ``sent``; the headers the downstream got and
+    the app's answer. The driver is made before any switch is on, so it stays untraced."""
+    case = new_case()
+    target = downstream.url(propagators, case)
+    with (
+        httpx.Client(timeout=TIMEOUT) as driver,
+        global_switch(kind, provider, switch_settings),
+    ):
+        r = driver.get(
+            f"{url}/call",
+            params={"kind": kind, "target": target},
+            headers=sent.headers if sent is not None else {},
+        )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["status"] == 200
+    return downstream.got(case), body
+
+
+def call_outside(
+    clients: Clients,
+    kind: str,
+    downstream: Downstream,
+    propagators: Sequence[str],
+    switch_settings: Settings | None = None,
+) -> Headers:
+    """One call with client ``kind`` from the test itself, outside any request."""
+    case = new_case()
+    with global_switch(kind, clients.provider, switch_settings):
+        assert clients.call(kind, downstream.url(propagators, case)) == 200
+    return downstream.got(case)
 
 
 # Calls of the client request hook named in Flask config as a string (see the tests).
