@@ -236,3 +236,23 @@ def test_a_contrib_asgi_middleware_inside_tracewire_adds_no_server_span_and_no_w
     assert len(servers) == 1 and servers[0].instrumentation_scope is not None
     assert servers[0].instrumentation_scope.name == "tracewire"
     assert _warnings(logs, "SERVER span") == []
+
+
+def test_a_contrib_wsgi_middleware_around_tracewire_warns_once(
+    shared: SharedTracing, clients: Clients, logs: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as ContribWSGI
+
+    p = shared.provider
+    inner = TracewireWSGIMiddleware(wsgi_app(Service(clients)), tracer_provider=p)
+    app = ContribWSGI(inner, tracer_provider=p)
+    sent = [incoming("tracecontext") for _ in range(3)]
+    with WerkzeugThread(app) as server:
+        for s in sent:
+            _get(f"{server.url}/health", s.headers)
+    for s in sent:
+        servers = [x for x in shared.wait_spans(s.trace_id, 2) if x.kind is SpanKind.SERVER]
+        assert len(servers) == 2
+    told = _warnings(logs, "SERVER span")
+    assert len(told) == 1, told
+    assert "opentelemetry.instrumentation.wsgi" in told[0]

@@ -369,3 +369,27 @@ def test_configure_again_with_other_settings_logs_once(caplog: pytest.LogCapture
     tracewire.configure(Settings(), excluded_paths=["/x"])
     assert len(told()) == 1
     assert tracewire.configured() == Settings(excluded_paths=["/x"])
+
+
+def test_flask_config_beats_the_environment_and_merges_over_it(
+    shared: SharedTracing,
+    downstream: Downstream,
+    clients: Clients,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRACEWIRE_PROPAGATORS", "b3")
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext")
+    monkeypatch.setenv("TRACEWIRE_EXCLUDED_PATHS", "/health")
+    app = flask_app(Service(clients))
+    app.config["TRACEWIRE_PROPAGATORS"] = "b3multi"
+    Tracewire(app, tracer_provider=shared.provider)
+    with WerkzeugThread(app) as server:
+        health = incoming("b3multi")
+        assert httpx.get(f"{server.url}/health", headers=health.headers, timeout=TIMEOUT).is_success
+        sent = incoming("b3multi")
+        got, body = call_through(
+            server.url, "requests", sent, downstream, ["b3multi"], shared.provider
+        )
+    assert _continued(body, sent.trace_id)
+    assert_hop(shared, sent, got, ["b3multi"])
+    assert _no_spans_for(shared, health.trace_id), "TRACEWIRE_EXCLUDED_PATHS from the environment"
