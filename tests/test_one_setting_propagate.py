@@ -199,3 +199,56 @@ def test_configure_installs_one_service_propagator() -> None:
         "x-b3-sampled",
         "x-b3-flags",
     }
+
+
+def test_a_contrib_instrumentation_inside_a_request_speaks_the_apps_formats(
+    shared: SharedTracing, downstream: Downstream
+) -> None:
+    """OpenTelemetry's own httpx instrumentation injects with ``propagate.inject``: after
+    ``configure()`` it sends what the serving app sends, and the trace holds together."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    tracewire.configure(propagators=["tracecontext"])
+    contrib = httpx.AsyncClient(timeout=TIMEOUT)
+    HTTPXClientInstrumentor.instrument_client(contrib, tracer_provider=shared.provider)
+
+    async def call(request: Request) -> Response:
+        r = await contrib.get(request.query_params["target"])
+        return JSONResponse({"status": r.status_code})
+
+    async def close(request: Request) -> Response:
+        await contrib.aclose()
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/call", call), Route("/close", close)])
+    app.add_middleware(
+        TracewireMiddleware, propagators=["b3multi"], tracer_provider=shared.provider
+    )
+    sent = incoming("b3multi")
+    case = new_case()
+    with UvicornThread(app) as server:
+        r = httpx.get(
+            f"{server.url}/call",
+            params={"target": downstream.url(["b3multi"], case)},
+            headers=sent.headers,
+            timeout=TIMEOUT,
+        )
+        assert r.status_code == 200 and r.json() == {"status": 200}
+        assert httpx.get(f"{server.url}/close", timeout=TIMEOUT).status_code == 200
+    got = downstream.got(case)
+    assert trace_header_names(got) == expected_names(["b3multi"])
+    spans = shared.wait_spans(sent.trace_id, 3)
+    (client,) = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert client.instrumentation_scope is not None
+    assert client.instrumentation_scope.name == "opentelemetry.instrumentation.httpx"
+    assert outgoing_ids(got, "b3multi") == (sent.trace_id, client.context.span_id)
+    servers = {s.context.span_id: s for s in spans if s.kind is SpanKind.SERVER}
+    assert client.parent is not None and client.parent.span_id in servers  # tracewire's
+    (down,) = [
+        s for s in servers.values() if s.parent and s.parent.span_id == client.context.span_id
+    ]
+    assert down.context.trace_id == sent.trace_id
