@@ -98,7 +98,7 @@ def test_a_call_made_while_a_wsgi_body_streams_uses_the_apps_settings(
     app = flask_app(Service(clients))
     app.config["TRACEWIRE_PROPAGATORS"] = "b3multi"
 
-    @app.get("/stream-call")
+    @app.get("/stream-call")  # type: ignore[untyped-decorator]
     def stream_call() -> Any:
         from flask import request
 
