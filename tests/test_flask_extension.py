@@ -142,7 +142,7 @@ def test_factory_shape_with_settings_from_app_config(tracing: Any) -> None:
     assert span.attributes["http.request.header.authorization"] == ("REDACTED",)
     assert "traceresponse" not in health.headers
     assert len(tracing.spans()) == 1
-    assert isinstance(app.extensions[EXTENSION_KEY], Settings)
+    assert isinstance(app.extensions[EXTENSION_KEY].settings, Settings)
 
 
 def test_app_config_wins_over_the_environment(
@@ -153,7 +153,7 @@ def test_app_config_wins_over_the_environment(
     monkeypatch.setenv("OTEL_PROPAGATORS", "b3")
     app = make_app(TRACEWIRE_RESPONSE_PROPAGATION="traceresponse")
     Tracewire(app, tracer_provider=tracing.provider)
-    settings = app.extensions[EXTENSION_KEY]
+    settings = app.extensions[EXTENSION_KEY].settings
     assert settings.response_propagation == "traceresponse"  # app.config
     assert settings.excluded_paths == ("/health",)  # environment
     assert [name for name, _ in settings.composite.extractors] == ["b3"]  # OTEL_PROPAGATORS

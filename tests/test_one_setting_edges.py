@@ -189,16 +189,6 @@ def test_a_global_switch_turned_on_before_configure_follows_it(
     assert_root_hop(shared, downstream.got(case), ["b3multi"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Tracewire(app) with no TRACEWIRE_* keys in app.config freezes the process default "
-        "as it was at init_app (src/tracewire/flask.py init_app: settings_from_config() is "
-        "always passed to TracewireWSGIMiddleware as explicit settings), so a later "
-        "tracewire.configure() is ignored for that app's requests and their outgoing calls, "
-        "unlike TracewireWSGIMiddleware(app) and TracewireMiddleware(app) without settings"
-    ),
-)
 def test_a_flask_app_without_tracewire_config_follows_a_later_configure(
     shared: SharedTracing, downstream: Downstream, clients: Clients
 ) -> None:

@@ -398,16 +398,6 @@ def test_flask_config_beats_the_environment_and_merges_over_it(
     assert _no_spans_for(shared, health.trace_id), "TRACEWIRE_EXCLUDED_PATHS from the environment"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a middleware's .settings is the first equal Settings ever compiled, with that one's "
-        "provenance: compile_settings (src/tracewire/compiled.py) caches by Settings equality, "
-        "which ignores _labels, and TracewireWSGIMiddleware/TracewireMiddleware.settings return "
-        "plan().settings (src/tracewire/wsgi.py, asgi.py), so Settings.source()/describe() "
-        "(what `tracewire check` prints) name another component's source"
-    ),
-)
 def test_a_middleware_keeps_the_provenance_of_its_own_settings(clients: Clients) -> None:
     from_env = Settings.from_env({"TRACEWIRE_PROPAGATORS": "b3"})
     in_code = Settings(propagators=["b3"])

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from tracewire.defaults import default_settings
 from tracewire.settings import OTEL_PROPAGATORS, PREFIX, Settings
 
-__all__ = ["ConfigSource", "framework_settings", "unknown_keys_message"]
+__all__ = ["ConfigSource", "framework_settings", "framework_values", "unknown_keys_message"]
 
 
 def unknown_keys_message(unknown: list[str], where: str, prefix: str = PREFIX) -> str:
@@ -39,6 +39,26 @@ class ConfigSource(NamedTuple):
     error: type[Exception] = ValueError
 
 
+def framework_values(
+    mapping: Mapping[str, Any], source: ConfigSource, prefix: str = PREFIX
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``(values, labels)`` a framework's config sets: its ``prefix`` keys, parsed, and
+    ``OTEL_PROPAGATORS`` where it holds that (a Starlette ``.env`` file) and no propagators of
+    ours. An unknown key raises ``source.error``; an empty string is checked like any value
+    (in a config, ``""`` is written on purpose)."""
+    unknown = Settings.unknown_keys(mapping, prefix)
+    if unknown:
+        raise source.error(unknown_keys_message(unknown, source.where, prefix))
+    values, labels = Settings.read_mapping(
+        mapping, prefix, label=source.label, empty_is_unset=False
+    )
+    otel = Settings.otel_base(mapping)
+    if otel is not None and "propagators" not in values:
+        values["propagators"] = otel.propagators
+        labels["propagators"] = source.label.format(key=OTEL_PROPAGATORS)
+    return values, labels
+
+
 def framework_settings(
     mapping: Mapping[str, Any],
     source: ConfigSource,
@@ -47,24 +67,11 @@ def framework_settings(
     prefix: str = PREFIX,
     **overrides: Any,
 ) -> Settings:
-    """``Settings`` from the ``prefix`` keys of ``mapping`` (a framework's config).
-
-    Args:
-        mapping: the config; string values are parsed as in the environment, other values
-            (lists, callables, compiled patterns) taken as they are.
-        source: how the user knows the config.
-        base: what keys missing from ``mapping`` fall back to; default the process default.
-        overrides: settings fields that win over the config.
-    """
-    unknown = Settings.unknown_keys(mapping, prefix)
-    if unknown:
-        raise source.error(unknown_keys_message(unknown, source.where, prefix))
-    if base is None:
-        base = default_settings()
-    otel = Settings.otel_base(mapping)
-    if otel is not None and prefix + "PROPAGATORS" not in mapping:
-        # OpenTelemetry's own variable, when the config holds it (a Starlette .env file).
-        base = base.replace_from(
-            source.label.format(key=OTEL_PROPAGATORS), propagators=otel.propagators
-        )
-    return Settings.from_mapping(mapping, prefix, base=base, label=source.label, **overrides)
+    """``Settings`` from the ``prefix`` keys of ``mapping`` (a framework's config), over
+    ``base`` (default: the process default, ``tracewire.configure``, else the environment);
+    keyword ``overrides`` win over both."""
+    values, labels = framework_values(mapping, source, prefix)
+    values.update(overrides)
+    for name in overrides:
+        labels.pop(name, None)
+    return (default_settings() if base is None else base).with_values(values, labels)

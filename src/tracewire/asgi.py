@@ -166,14 +166,15 @@ class TracewireMiddleware:
             name; the default reads ``scope["tracewire.route"]``, else Starlette's and
             FastAPI's routing result.
         **overrides: settings fields (``propagators=["b3"]``, ``excluded_paths=[...]``),
-            merged over ``settings`` or the process default.
+            applied over ``settings``, or over the process default (also when
+            ``tracewire.configure`` is called later).
     """
 
     def __init__(
         self,
         app: Any,
         /,
-        settings: Settings | None = None,
+        settings: Settings | SettingsSource | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
         route: RouteOf | None = None,
@@ -183,12 +184,17 @@ class TracewireMiddleware:
             raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
         self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.route_of: RouteOf = route or route_from_scope
-        self._tracer = ServerTracer(SettingsSource(settings, **overrides), tracer_provider)
+        source = (
+            settings
+            if isinstance(settings, SettingsSource)
+            else SettingsSource(settings, overrides)
+        )
+        self._tracer = ServerTracer(source, tracer_provider)
 
     @property
     def settings(self) -> Settings:
-        """The settings in force for the next request."""
-        return self._tracer.plan().settings
+        """The settings in force for the next request, with where each value came from."""
+        return self._tracer.source.settings()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in _TRACED or SPAN_KEY in scope:

@@ -231,8 +231,8 @@ class ClientTracer:
 
     @property
     def settings(self) -> Settings:
-        """The settings a call made now, outside any request, would use."""
-        return self.source.for_call(get_current()).settings
+        """The settings a call made outside any request would use now."""
+        return self.source.settings()
 
     def start(self, request: OutgoingRequest) -> ClientCall | None:
         """Begin one attempt; ``None`` when this request is not tracewire's to trace.

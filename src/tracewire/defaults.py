@@ -21,6 +21,7 @@ uses them: Celery, gRPC, aiohttp, hand-written code) speak what tracewire speaks
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.context import Context, get_current
@@ -118,60 +119,109 @@ def default_settings(**overrides: Any) -> Settings:
 
 def reset() -> None:
     """Forget the process default (for tests). OpenTelemetry's global textmap is left as is."""
-    global _default, _told_reconfigured
+    global _default, _told_reconfigured, _env_fallback
     with _lock:
         _default = None
         _told_reconfigured = False
+        _env_fallback = None
 
 
 class SettingsSource:
     """Which settings one component uses; built with the component, asked per request/call.
 
     Args:
-        settings: explicit settings (kept for the component's life), or ``None``.
-        overrides: keyword settings merged over the process default (or over ``settings``),
-            fixed when the component is built.
+        settings: explicit settings, kept for the component's life (``overrides`` applied
+            once); or ``None``: the component follows the process default.
+        overrides: settings fields applied over the process default (or over ``settings``):
+            keyword settings, or the values a framework's config sets.
+        labels: where each override came from (``app.config['TRACEWIRE_...']``), for messages
+            and ``tracewire check``; an override without one came from code.
+
+    Overrides are checked against the defaults in force when the component is built, so a bad
+    one fails at start-up; a later ``configure()`` applies them over its settings.
     """
 
-    __slots__ = ("fallback", "own")
+    __slots__ = ("_built", "fallback", "labels", "overrides", "own")
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         if settings is not None and not isinstance(settings, Settings):
             raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
-        self.own: Compiled | None = None
-        self.fallback: Compiled | None = None
+        self.overrides = dict(overrides or {})
+        self.labels = dict(labels or {})
+        self.own: tuple[Settings, Compiled] | None = None
         if settings is not None:
-            self.own = compile_settings(settings.replace(**overrides) if overrides else settings)
-        elif overrides:
-            self.own = compile_settings(default_settings(**overrides))
-        else:
-            # Read now, so that a bad environment fails at start-up, not on the first request.
-            self.fallback = compile_settings(Settings.from_env())
+            own = settings.with_values(self.overrides, self.labels)
+            self.own = (own, compile_settings(own))
+            return
+        # Read now, so that a bad environment (or override) fails at start-up.
+        env = self._apply(Settings.from_env())
+        self.fallback = (env, compile_settings(env))
+        default = _default
+        # (the default it was built from, the settings, their compiled form)
+        self._built = (default, *self._over(default)) if default is not None else None
+
+    def _apply(self, base: Settings) -> Settings:
+        return base.with_values(self.overrides, self.labels)
+
+    def _over(self, default: Compiled) -> tuple[Settings, Compiled]:
+        if not self.overrides:
+            return default.settings, default
+        settings = self._apply(default.settings)
+        return settings, compile_settings(settings)
 
     @property
     def follows_default(self) -> bool:
         """Whether this component follows the process default (it was given no settings)."""
         return self.own is None
 
-    def current(self) -> Compiled:
-        """The compiled settings in force for this component now."""
+    def _current(self) -> tuple[Settings, Compiled]:
         own = self.own
         if own is not None:
             return own
         default = _default
-        return default if default is not None else self.fallback  # type: ignore[return-value]
+        if default is None:
+            return self.fallback
+        built = self._built
+        if built is not None and built[0] is default:
+            return built[1], built[2]
+        try:
+            settings, compiled = self._over(default)
+        except (ValueError, TypeError) as exc:
+            # The new default does not go with this component's overrides: keep what it had.
+            from tracewire._instrument import fault
+
+            fault("settings", exc)
+            return self.fallback if built is None else (built[1], built[2])
+        self._built = (default, settings, compiled)
+        return settings, compiled
+
+    def current(self) -> Compiled:
+        """The compiled settings in force for this component now."""
+        own = self.own
+        if own is not None:
+            return own[1]
+        return self._current()[1]
+
+    def settings(self) -> Settings:
+        """The settings in force for this component now, with their sources."""
+        return self._current()[0]
 
     def for_call(self, context: Context) -> Compiled:
         """The settings of an outgoing call made in ``context`` (the serving middleware's
         settings win over the default, never over the component's own)."""
         own = self.own
         if own is not None:
-            return own
-        serving = settings_in(context)
-        if serving is not None:
-            return serving
-        default = _default
-        return default if default is not None else self.fallback  # type: ignore[return-value]
+            return own[1]
+        if not self.overrides:
+            serving = settings_in(context)
+            if serving is not None:
+                return serving
+        return self._current()[1]
 
 
 _env_fallback: Compiled | None = None

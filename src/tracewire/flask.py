@@ -6,8 +6,9 @@ from typing import Any
 
 from opentelemetry.trace import TracerProvider
 
-from tracewire._framework import ConfigSource, framework_settings
+from tracewire._framework import ConfigSource, framework_settings, framework_values
 from tracewire._instrument import check_type, fault
+from tracewire.defaults import SettingsSource
 from tracewire.server import EXCEPTION_KEY, ROUTE_KEY
 from tracewire.settings import Settings
 from tracewire.wsgi import TracewireWSGIMiddleware
@@ -44,9 +45,11 @@ class Tracewire:
         tracewire_ext.init_app(app)
 
     Settings come from ``app.config`` keys ``TRACEWIRE_*`` (e.g.
-    ``app.config["TRACEWIRE_PROPAGATORS"] = "b3multi,tracecontext"``) over the environment
-    (``Settings.from_env()``), unless ``settings`` is given; they are read once, in
-    ``init_app``, where a bad value raises ``ValueError`` naming its key. They are the app's
+    ``app.config["TRACEWIRE_PROPAGATORS"] = "b3multi,tracecontext"``) over the process default
+    (``tracewire.configure``, also when called later, else the environment), unless
+    ``settings`` is given; the config is read once, in ``init_app``, where a bad value raises
+    ``ValueError`` naming its key. ``app.extensions["tracewire"]`` is the middleware; its
+    ``.settings`` are those in force. They are the app's
     settings for its outgoing calls too: tracewire's httpx and requests hooks built without
     settings, used while serving a request, take them. Spans are named after
     ``request.url_rule`` (``GET /items/<int:item_id>``), and an exception that Flask turns into
@@ -77,14 +80,19 @@ class Tracewire:
 
         if EXTENSION_KEY in app.extensions:
             return  # already set up: a second middleware would add nothing
-        settings = self.settings or settings_from_config(app.config)
-        app.wsgi_app = TracewireWSGIMiddleware(
-            app.wsgi_app, settings, tracer_provider=self.tracer_provider
+        if self.settings is not None:
+            source = SettingsSource(self.settings)
+        else:
+            # app.config over the process default, also when configure() comes later.
+            source = SettingsSource(None, *framework_values(app.config, FLASK_CONFIG))
+        middleware = TracewireWSGIMiddleware(
+            app.wsgi_app, source, tracer_provider=self.tracer_provider
         )
+        app.wsgi_app = middleware
         # First in line, so an earlier before_request that answers early still names the span.
         app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)
         got_request_exception.connect(_remember_exception, app, weak=False)
-        app.extensions[EXTENSION_KEY] = settings
+        app.extensions[EXTENSION_KEY] = middleware
 
 
 def _remember_route() -> None:

@@ -226,6 +226,37 @@ class Settings:
         return [prefix + f.name.upper() for f in cls.env_fields()]
 
     @classmethod
+    def read_mapping(
+        cls,
+        mapping: Mapping[str, Any],
+        prefix: str = PREFIX,
+        *,
+        label: str = "{key}",
+        empty_is_unset: bool = True,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The ``(values, labels)`` that the ``prefix`` keys of ``mapping`` set, parsed.
+
+        ``empty_is_unset``: an empty string counts as unset (the environment's rule); a
+        framework's config passes ``False``, so that ``""`` is checked like any value.
+        """
+        values: dict[str, Any] = {}
+        labels: dict[str, str] = {}
+        for f in cls.env_fields():
+            key = prefix + f.name.upper()
+            if key not in mapping:
+                continue
+            raw = mapping[key]
+            named = label.format(key=key)
+            if isinstance(raw, str) and not raw.strip():
+                if empty_is_unset:
+                    continue  # an empty value counts as unset; "none" turns propagation off
+            elif isinstance(raw, str):
+                raw = f.metadata["kind"].parse(raw, named)
+            values[f.name] = raw
+            labels[f.name] = named
+        return values, labels
+
+    @classmethod
     def from_mapping(
         cls,
         mapping: Mapping[str, Any],
@@ -244,27 +275,19 @@ class Settings:
         e.g. ``"app.config['{key}']"``). Unknown keys are not checked here: see
         :meth:`unknown_keys`.
         """
-        values: dict[str, Any] = {}
-        labels: dict[str, str] = {}
-        if base is not None:
-            values = {f.name: getattr(base, f.name) for f in cls.env_fields()}
-            labels.update(base._labels or {})
-        for f in cls.env_fields():
-            key = prefix + f.name.upper()
-            if key not in mapping:
-                continue
-            raw = mapping[key]
-            named = label.format(key=key)
-            if isinstance(raw, str):
-                if not raw.strip():
-                    continue  # an empty value counts as unset; "none" turns propagation off
-                raw = f.metadata["kind"].parse(raw, named)
-            values[f.name] = raw
-            labels[f.name] = named
-        for name, value in overrides.items():
-            values[name] = value
+        values, labels = cls.read_mapping(mapping, prefix, label=label)
+        values.update(overrides)
+        for name in overrides:
             labels.pop(name, None)
-        return cls(**values, _labels=labels)
+        return (base or cls()).with_values(values, labels)
+
+    def with_values(self, values: Mapping[str, Any], labels: Mapping[str, str]) -> Settings:
+        """A copy with ``values`` set (validated again); ``labels[name]`` names where a value
+        came from, and a value without a label came from code."""
+        if not values:
+            return self
+        kept = {k: v for k, v in (self._labels or {}).items() if k not in values}
+        return dataclasses.replace(self, **values, _labels={**kept, **labels})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -224,14 +224,15 @@ class TracewireWSGIMiddleware:
         route: ``route(environ) -> str | None`` giving the matched route template for the span
             name, called when the response is done; the default reads ``environ[ROUTE_KEY]``,
             which ``tracewire.flask`` sets.
-        **overrides: settings fields, merged over ``settings`` or the process default.
+        **overrides: settings fields, applied over ``settings``, or over the process default
+            (also when ``tracewire.configure`` is called later).
     """
 
     def __init__(
         self,
         app: WSGIApp,
         /,
-        settings: Settings | None = None,
+        settings: Settings | SettingsSource | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
         route: RouteOf | None = None,
@@ -243,12 +244,17 @@ class TracewireWSGIMiddleware:
             raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
         self.app = app
         self.route_of: RouteOf = route or route_from_environ
-        self._tracer = ServerTracer(SettingsSource(settings, **overrides), tracer_provider)
+        source = (
+            settings
+            if isinstance(settings, SettingsSource)
+            else SettingsSource(settings, overrides)
+        )
+        self._tracer = ServerTracer(source, tracer_provider)
 
     @property
     def settings(self) -> Settings:
-        """The settings in force for the next request."""
-        return self._tracer.plan().settings
+        """The settings in force for the next request, with where each value came from."""
+        return self._tracer.source.settings()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if SPAN_KEY in environ:

@@ -235,7 +235,7 @@ def _flask_app(name: str) -> tuple[Flask, Settings]:
         app.config["TRACEWIRE_PROPAGATORS"] = os.environ[ENV_PROPAGATORS]
     Tracewire(app)  # app.config over the configure() default / the environment
     app.add_url_rule(HEALTH_PATH, "health", lambda: "ok")
-    settings: Settings = app.extensions[EXTENSION_KEY]
+    settings: Settings = app.extensions[EXTENSION_KEY].settings
     return app, settings
 
 
