@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry.propagators.textmap import TextMapPropagator
 
-from tracewire.matching import PatternSpec, validate_patterns
+from tracewire.matching import REGEX_PREFIX, PatternSpec, validate_patterns
 from tracewire.propagation import NONE, resolve
 
 Hook = Callable[..., Any]
@@ -114,6 +114,21 @@ def _check_patterns(value: object, label: str) -> tuple[PatternSpec, ...]:
 PATTERNS = Kind(parse_list, _check_patterns)
 
 
+def _check_url_regexes(value: object, label: str) -> tuple[PatternSpec, ...]:
+    """Regular expressions searched in a full URL (the contrib packages' exclusion form)."""
+    items = _check_patterns(value, label)
+    # Every entry is a regular expression here, with or without its "re:".
+    checked: list[PatternSpec] = [
+        REGEX_PREFIX + item if isinstance(item, str) and not item.startswith(REGEX_PREFIX) else item
+        for item in items
+    ]
+    validate_patterns(checked, label)
+    return tuple(checked)
+
+
+URL_REGEXES = Kind(parse_list, _check_url_regexes)
+
+
 def _parse_hosts(text: str, label: str) -> tuple[str, ...] | None:
     items = parse_list(text, label)
     if items == (ANY_HOST,):
@@ -155,11 +170,17 @@ def _check_names(value: object, label: str) -> tuple[str, ...]:
 
 
 def _check_header_names(value: object, label: str) -> tuple[str, ...]:
-    names = tuple(name.lower() for name in _check_names(value, label))
-    for name in names:
-        if not _TOKEN.issuperset(name):
+    """Header names (folded to lowercase), or ``re:REGEX`` matched against whole names."""
+    checked: list[str] = []
+    for name in _check_names(value, label):
+        if name.startswith(REGEX_PREFIX):
+            validate_patterns([name], label)
+            checked.append(name)
+        elif not _TOKEN.issuperset(name):
             raise ValueError(f"invalid header name {name!r} in {label}")
-    return names
+        else:
+            checked.append(name.lower())
+    return tuple(checked)
 
 
 NAMES = Kind(parse_list, _check_names)

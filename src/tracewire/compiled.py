@@ -12,6 +12,7 @@ made while serving that request can use the same settings without any per-reques
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from tracewire import semconv
 from tracewire._instrument import Hook, safe_hook
 from tracewire.forwarded import Networks
-from tracewire.matching import HostMatcher, PathMatcher
+from tracewire.matching import REGEX_PREFIX, HostMatcher, PathMatcher
+from tracewire.otel_env import EXCLUDED_URLS
 from tracewire.outbound import Injector, Route
 from tracewire.propagation import NONE, CompositePropagator, resolve
 from tracewire.settings import Settings
@@ -49,6 +51,30 @@ def _resolve(items: Sequence[object], label: str) -> Named:
         elif item != NONE:
             named.append((str(item), resolve(str(item), label)))
     return tuple(named)
+
+
+class HeaderSet:
+    """Header names to match: exact (lowercase) names, and ``re:`` entries matched against the
+    whole name, case-insensitively."""
+
+    __slots__ = ("names", "regex")
+
+    def __init__(self, entries: Sequence[str]) -> None:
+        self.names = tuple(e for e in entries if not e.startswith(REGEX_PREFIX))
+        patterns = [e[len(REGEX_PREFIX) :] for e in entries if e.startswith(REGEX_PREFIX)]
+        self.regex = (
+            re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.names) or self.regex is not None
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name in self.names:
+            return True
+        return self.regex is not None and self.regex.fullmatch(name) is not None
 
 
 def _injectors(named: Named) -> tuple[Injector, ...]:
@@ -100,22 +126,25 @@ class Compiled:
             if settings.excluded_paths
             else None
         )
-        redact = frozenset(settings.redact_headers)
-        self.redact_headers = redact
-        self.capture_request = tuple(
-            (name, semconv.REQUEST_HEADER_PREFIX + name, name in redact)
-            for name in settings.capture_request_headers
+        self.excluded_url = (
+            PathMatcher(settings.excluded_urls, settings.label("excluded_urls"))
+            if settings.excluded_urls
+            else None
         )
-        self.capture_response = frozenset(settings.capture_response_headers)
+        self.redact = HeaderSet(settings.redact_headers)
+        self.capture_request = HeaderSet(settings.capture_request_headers)
+        self.capture_response = HeaderSet(settings.capture_response_headers)
         self.redact_query = frozenset(settings.redact_query_params)
+        self.semconv_dup = settings.semconv == "http/dup"
         # Header names the request path reads (extraction and capture), for adapters whose
-        # carrier is a list to scan once; None when a propagator does not say what it reads.
+        # carrier is a list to scan once; None when a propagator does not say what it reads,
+        # or headers are captured by pattern.
         fields = self.propagator.extract_fields
         self.wanted_headers: frozenset[bytes] | None = (
             None
-            if fields is None
+            if fields is None or self.capture_request.regex is not None
             else frozenset(
-                name.encode("latin-1") for name in (*fields, *settings.capture_request_headers)
+                name.encode("latin-1") for name in (*fields, *self.capture_request.names)
             )
         )
         self._inbound(settings)
@@ -165,6 +194,20 @@ class Compiled:
         self.open_to_all = self.may_propagate.allow_all and self.may_send_baggage.allow_all
         self.wants_origin = self.may_propagate.same_origin or self.may_send_baggage.same_origin
         self.require_parent = settings.require_parent
+        self.client_excluded = (
+            PathMatcher(settings.client_excluded_urls, settings.label("client_excluded_urls"))
+            if settings.client_excluded_urls
+            else None
+        )
+        # A library's own OTEL_PYTHON_<LIB>_EXCLUDED_URLS may replace this one unless code or
+        # TRACEWIRE_CLIENT_EXCLUDED_URLS chose it.
+        self.client_excluded_replaceable = settings.source("client_excluded_urls") in (
+            "default",
+            EXCLUDED_URLS,
+        )
+        self.client_excluded_headers = settings.client_excluded_headers
+        self.capture_client_request = HeaderSet(settings.capture_client_request_headers)
+        self.capture_client_response = HeaderSet(settings.capture_client_response_headers)
         self.client_request_hook: Hook | None = safe_hook(
             "client_request_hook", settings.client_request_hook
         )

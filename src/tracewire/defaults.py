@@ -20,6 +20,7 @@ uses them: Celery, gRPC, aiohttp, hand-written code) speak what tracewire speaks
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -34,6 +35,7 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 
+from tracewire import otel_env
 from tracewire._log import logger
 from tracewire.compiled import Compiled, compile_settings, settings_in
 from tracewire.settings import Settings
@@ -141,13 +143,14 @@ class SettingsSource:
     one fails at start-up; a later ``configure()`` applies them over its settings.
     """
 
-    __slots__ = ("_built", "fallback", "labels", "overrides", "own")
+    __slots__ = ("_built", "_framework", "fallback", "labels", "overrides", "own")
 
     def __init__(
         self,
         settings: Settings | None = None,
         overrides: Mapping[str, Any] | None = None,
         labels: Mapping[str, str] | None = None,
+        frameworks: tuple[str, ...] = (),
     ) -> None:
         if settings is not None and not isinstance(settings, Settings):
             raise TypeError(f"settings must be a tracewire.Settings, got {type(settings).__name__}")
@@ -158,20 +161,30 @@ class SettingsSource:
             own = settings.with_values(self.overrides, self.labels)
             self.own = (own, compile_settings(own))
             return
+        # The component's own OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS, for when it follows a
+        # default whose exclusions are OpenTelemetry's generic ones (or none).
+        self._framework = otel_env.framework_exclusions(os.environ, frameworks)
         # Read now, so that a bad environment (or override) fails at start-up.
-        env = self._apply(Settings.from_env())
+        env = self._apply(Settings.from_env(frameworks=frameworks))
         self.fallback = (env, compile_settings(env))
         default = _default
         # (the default it was built from, the settings, their compiled form)
         self._built = (default, *self._over(default)) if default is not None else None
 
     def _apply(self, base: Settings) -> Settings:
+        framework = self._framework
+        if (
+            framework is not None
+            and "excluded_urls" not in self.overrides
+            and base.source("excluded_urls") in ("default", otel_env.EXCLUDED_URLS)
+        ):
+            base = base.replace_from(framework[1], excluded_urls=framework[0])
         return base.with_values(self.overrides, self.labels)
 
     def _over(self, default: Compiled) -> tuple[Settings, Compiled]:
-        if not self.overrides:
-            return default.settings, default
         settings = self._apply(default.settings)
+        if settings is default.settings:
+            return settings, default
         return settings, compile_settings(settings)
 
     @property
@@ -217,7 +230,7 @@ class SettingsSource:
         own = self.own
         if own is not None:
             return own[1]
-        if not self.overrides:
+        if not self.overrides and self._framework is None:
             serving = settings_in(context)
             if serving is not None:
                 return serving

@@ -84,7 +84,8 @@ class Tracewire:
             source = SettingsSource(self.settings)
         else:
             # app.config over the process default, also when configure() comes later.
-            source = SettingsSource(None, *framework_values(app.config, FLASK_CONFIG))
+            values, labels = framework_values(app.config, FLASK_CONFIG)
+            source = SettingsSource(None, values, labels, frameworks=("FLASK",))
         middleware = TracewireWSGIMiddleware(
             app.wsgi_app, source, tracer_provider=self.tracer_provider
         )

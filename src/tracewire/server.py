@@ -19,7 +19,7 @@ and the request goes on, answered exactly as without tracewire.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -37,7 +37,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from tracewire import _diagnostics, semconv, trust
+from tracewire import _capture, _diagnostics, semconv, trust
 from tracewire._fastpath import UnsampledChildren
 from tracewire._instrument import error_status, fault, make_tracer
 from tracewire.authority import effective_port, parse_authority
@@ -129,6 +129,16 @@ class RequestView:
             return self.server
         return None, None
 
+    def url(self) -> str:
+        """The full URL as the client addressed it, for ``excluded_urls``."""
+        authority = self.host
+        if not authority and self.server is not None:
+            host, port = self.server
+            authority = host if port is None else f"{host}:{port}"
+        path = self.raw_path if self.raw_path is not None else self.path
+        query = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{authority or ''}{path}{query}"
+
     def origin(self) -> Origin:
         host, port = self.authority()
         return self.scheme, (host or "").lower(), port
@@ -163,7 +173,7 @@ class ServerTracer:
             ctx = inbound.context
             if plan.wants_origin:
                 ctx = set_value(ORIGIN_KEY, view.origin(), ctx)
-            if plan.excluded is not None and plan.excluded(view.path):
+            if _excluded(view, plan):
                 return ServerCall(plan, view, ctx, None)
             if extracted.format in plan.not_injected:
                 _diagnostics.format_not_injected(extracted.format, plan)
@@ -207,6 +217,12 @@ class ServerTracer:
         elif not span.get_span_context().is_valid:
             _diagnostics.no_sdk()
         return span
+
+
+def _excluded(view: RequestView, plan: Compiled) -> bool:
+    if plan.excluded is not None and plan.excluded(view.path):
+        return True
+    return plan.excluded_url is not None and plan.excluded_url(view.url())
 
 
 def describe(
@@ -257,7 +273,15 @@ def _more(
     if view.peer is not None:
         attributes[semconv.NETWORK_PEER_ADDRESS] = view.peer
     if plan.capture_request:
-        _capture(attributes, view, plan)
+        attributes.update(
+            _capture.from_carrier(
+                view.carrier,
+                view.getter,
+                plan.capture_request,
+                plan.redact,
+                semconv.REQUEST_HEADER_PREFIX,
+            )
+        )
     if plan.baggage_attributes:
         _baggage(attributes, inbound.context, plan)
 
@@ -267,13 +291,6 @@ def _baggage(attributes: Attributes, context: Context, plan: Compiled) -> None:
         value = get_baggage(key, context)
         if value is not None:
             attributes[attribute] = str(value)
-
-
-def _capture(attributes: Attributes, view: RequestView, plan: Compiled) -> None:
-    for header, key, redacted in plan.capture_request:
-        values = view.getter.get(view.carrier, header)
-        if values:
-            attributes[key] = [semconv.REDACTED] * len(values) if redacted else values
 
 
 class ServerCall:
@@ -338,22 +355,17 @@ class ServerCall:
         if status >= 500:
             attributes[semconv.ERROR_TYPE] = str(status)
             span.set_status(_ERROR)
-        if self.plan.capture_response:
-            attributes.update(self._captured(headers))
+        plan = self.plan
+        if plan.capture_response:
+            attributes.update(
+                _capture.from_pairs(
+                    headers, plan.capture_response, plan.redact, semconv.RESPONSE_HEADER_PREFIX
+                )
+            )
         span.set_attributes(attributes)
         current = get_current_span()
         if _diagnostics.is_foreign_server_span(current, span):
             _diagnostics.second_server_span(current)  # one inside ours (the app's own)
-
-    def _captured(self, headers: Iterable[tuple[Any, Any]]) -> Attributes:
-        wanted, redact = self.plan.capture_response, self.plan.redact_headers
-        found: dict[str, list[str]] = {}
-        for raw_name, raw_value in headers:
-            name = (raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name).lower()
-            if name in wanted:
-                value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
-                found.setdefault(name, []).append(semconv.REDACTED if name in redact else value)
-        return {semconv.RESPONSE_HEADER_PREFIX + name: v for name, v in found.items()}
 
     def _response_headers(self, span: Span, headers: Any) -> list[tuple[str, str]]:
         mode = self.plan.response_propagation

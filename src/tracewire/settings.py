@@ -27,6 +27,7 @@ from tracewire import _kinds as k
 from tracewire._log import logger
 from tracewire.forwarded import CLIENT_IP_HEADERS
 from tracewire.matching import PatternSpec
+from tracewire.otel_env import SEMCONV_VALUES, otel_values
 from tracewire.propagation import POLICIES
 
 if TYPE_CHECKING:
@@ -114,6 +115,10 @@ class Settings:
         default=(),
         metadata=_meta(k.PATTERNS, "request paths that get no span (exact, glob, re:regex)"),
     )
+    excluded_urls: Sequence[PatternSpec] = field(
+        default=(),
+        metadata=_meta(k.URL_REGEXES, "regular expressions searched in the full URL: no span"),
+    )
     server_request_hook: Hook | None = field(
         default=None,
         metadata=_meta(k.HOOK, "called as hook(span, scope_or_environ) when a server span starts"),
@@ -153,6 +158,22 @@ class Settings:
     client_response_hook: Hook | None = field(
         default=None, metadata=_meta(k.HOOK, "called as hook(span, request, response) when it ends")
     )
+    client_excluded_urls: Sequence[PatternSpec] = field(
+        default=(),
+        metadata=_meta(k.URL_REGEXES, "outgoing URLs (regular expressions searched) with no span"),
+    )
+    client_excluded_headers: bool = field(
+        default=True,
+        metadata=_meta(k.BOOL, "whether an excluded outgoing URL still gets trace headers"),
+    )
+    capture_client_request_headers: Sequence[str] = field(
+        default=(),
+        metadata=_meta(k.HEADER_NAMES, "outgoing request headers recorded on CLIENT spans"),
+    )
+    capture_client_response_headers: Sequence[str] = field(
+        default=(),
+        metadata=_meta(k.HEADER_NAMES, "response headers recorded on CLIENT spans"),
+    )
     require_parent: bool = field(
         default=False,
         metadata=_meta(k.BOOL, "no client span and no headers without a current span"),
@@ -160,6 +181,12 @@ class Settings:
     redact_query_params: Sequence[str] = field(
         default=DEFAULT_REDACT_QUERY,
         metadata=_meta(k.NAMES, "query parameters whose values are redacted"),
+    )
+    semconv: str = field(
+        default="http",
+        metadata=_meta(
+            k.choice(SEMCONV_VALUES), "http (stable names) | http/dup (stable and the old ones)"
+        ),
     )
     # --- trust boundaries (docs/trust.md) -----------------------------------------------------
     incoming: Sequence[Any] = field(
@@ -290,21 +317,34 @@ class Settings:
         return dataclasses.replace(self, **values, _labels={**kept, **labels})
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from ``TRACEWIRE_*`` variables, with ``OTEL_PROPAGATORS`` as the fallback.
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        frameworks: tuple[str, ...] = (),
+        libraries: tuple[str, ...] = (),
+        **overrides: Any,
+    ) -> Settings:
+        """Settings from ``TRACEWIRE_*`` variables, with OpenTelemetry's own as the fallback.
 
-        Precedence: keyword ``overrides`` > ``TRACEWIRE_*`` > ``OTEL_PROPAGATORS`` > defaults.
-        An empty variable counts as unset.
+        Precedence: keyword ``overrides`` > ``TRACEWIRE_*`` > OpenTelemetry's variables
+        (``OTEL_PROPAGATORS``, ``OTEL_PYTHON_EXCLUDED_URLS``, header capture, semantic
+        conventions: :mod:`tracewire.otel_env`) > defaults. An empty variable counts as unset.
+        ``frameworks`` / ``libraries`` name the contrib packages whose
+        ``OTEL_PYTHON_<NAME>_EXCLUDED_URLS`` apply (``("FLASK",)``, ``("HTTPX",)``).
         """
         env = os.environ if environ is None else environ
         mapping = {key: value for key, value in env.items() if key.startswith(PREFIX)}
         unknown = cls.unknown_keys(mapping, PREFIX)
         if unknown:
             _warn_unknown_env(tuple(unknown))
-        # OTEL_PROPAGATORS only matters where nothing of ours names the propagators.
-        ours = "propagators" in overrides or bool(mapping.get(PREFIX + "PROPAGATORS", "").strip())
-        base = None if ours else cls.otel_base(env)
-        return cls.from_mapping(mapping, PREFIX, base=base, **overrides)
+        values, labels = cls.read_mapping(mapping, PREFIX)
+        values.update(overrides)
+        for name in overrides:
+            labels.pop(name, None)
+        # An OpenTelemetry variable that something of ours shadows is not even read.
+        otel, otel_labels = otel_values(env, set(values), frameworks, libraries)
+        return cls().with_values(otel, otel_labels).with_values(values, labels)
 
     @classmethod
     def otel_base(cls, env: Mapping[str, Any]) -> Settings | None:
