@@ -7,18 +7,19 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_value
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from tests.test_carriers import SHAPES, outgoing_carriers, sent_headers, shape_names
-from tracewire.propagators import B3Propagator
+from tracewire.propagators import INVALID_KEY, B3Propagator
 
 TID = "80f198ee56343ba864fe8b2a57d3eff7"
 TID64 = "a3ce929d0e0e4736"
 SID = "e457b5a2e4d86bd1"
 PID = "05e3ac9a4f6e3b90"
+IDS = [("X-B3-TraceId", TID), ("X-B3-SpanId", SID)]
 SINGLE = B3Propagator(single_header=True)
 MULTI = B3Propagator(single_header=False)
 
@@ -125,6 +126,85 @@ VALID = [
         True,
         "1",
     ),
+    (
+        "repeated-single-falls-back-to-multi",
+        [
+            ("b3", f"{TID}-{SID}-1"),
+            ("b3", f"{TID}-{SID}-1"),
+            ("X-B3-TraceId", TID64),
+            ("X-B3-SpanId", SID),
+        ],
+        TID64,
+        SID,
+        False,
+        "",
+    ),
+    # "When extracting state headers, the first value wins" (B3 specification); also when a
+    # WSGI server or requests joined the repeats into one value.
+    (
+        "multi-repeated-trace-same",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-TraceId", TID)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-trace-first-wins",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-TraceId", TID64)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-trace-garbage-second",
+        [("X-B3-TraceId", TID), ("X-B3-TraceId", "garbage"), ("X-B3-SpanId", SID)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-span-first-wins",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-SpanId", PID)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-sampled-first-wins",
+        [*IDS, ("X-B3-Sampled", "1"), ("X-B3-Sampled", "0")],
+        TID,
+        SID,
+        True,
+        "1",
+    ),
+    (
+        "multi-repeated-sampled-deny-first",
+        [*IDS, ("X-B3-Sampled", "0"), ("X-B3-Sampled", "1")],
+        TID,
+        SID,
+        False,
+        "0",
+    ),
+    (
+        "multi-repeated-flags-first-wins",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-Flags", "1"), ("X-B3-Flags", "0")],
+        TID,
+        SID,
+        True,
+        "d",
+    ),
+    (
+        "multi-repeated-flags-not-debug-first",
+        [*IDS, ("X-B3-Sampled", "0"), ("X-B3-Flags", "0"), ("X-B3-Flags", "1")],
+        TID,
+        SID,
+        False,
+        "0",
+    ),
 ]
 
 INVALID = [
@@ -150,9 +230,14 @@ INVALID = [
     ("multi-accept-alone", [("X-B3-Sampled", "1")]),
     ("multi-debug-alone", [("X-B3-Flags", "1")]),
     ("multi-span-alone", [("X-B3-SpanId", SID)]),
+    # The first value wins, even when it is the bad one.
     (
-        "multi-repeated-trace",
-        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-TraceId", TID)],
+        "multi-repeated-trace-garbage-first",
+        [("X-B3-TraceId", "garbage"), ("X-B3-TraceId", TID), ("X-B3-SpanId", SID)],
+    ),
+    (
+        "multi-repeated-sampled-bad-first",
+        [*IDS, ("X-B3-Sampled", "2"), ("X-B3-Sampled", "1")],
     ),
 ]
 
@@ -172,6 +257,7 @@ def test_valid(
 ) -> None:
     span_context, context = extract(headers, shape)
     assert span_context.is_valid and span_context.is_remote
+    assert get_value(INVALID_KEY, context) is None
     assert span_context.trace_id == int(trace_id, 16)  # 64-bit ids left-padded with zeros
     assert span_context.span_id == int(span_id, 16)
     assert span_context.trace_flags.sampled is sampled
@@ -194,6 +280,20 @@ def test_invalid_ignored(shape: str, headers: list[tuple[str, str]]) -> None:
     span_context, context = extract(headers, shape)
     assert not span_context.is_valid
     assert resend(context) == {}
+    # Present but unusable: marked, for the server span's parent-source attribute.
+    assert get_value(INVALID_KEY, context) is True
+
+
+@pytest.mark.parametrize("propagator", [SINGLE, MULTI], ids=["b3", "b3multi"])
+def test_invalid_marker_only_on_the_invalid_path(propagator: B3Propagator) -> None:
+    base = Context()
+    assert propagator.extract({}, base) is base  # no B3 header: the context as it was
+    assert get_value(INVALID_KEY, propagator.extract({"other": "x"})) is None
+    valid = propagator.extract({"b3": f"{TID}-{SID}-1"})
+    assert get_value(INVALID_KEY, valid) is None
+    invalid = propagator.extract({"x-b3-traceid": "nope", "x-b3-spanid": SID})
+    assert get_value(INVALID_KEY, invalid) is True
+    assert not trace.get_current_span(invalid).get_span_context().is_valid
 
 
 @pytest.mark.parametrize("shape", shape_names)
@@ -207,6 +307,7 @@ def test_bare_deny(shape: str, headers: list[tuple[str, str]], tracing: Any) -> 
     span_context, context = extract(headers, shape)
     assert span_context.is_valid
     assert not span_context.trace_flags.sampled
+    assert get_value(INVALID_KEY, context) is None  # a valid decision, not a broken header
     tracer = tracing.provider.get_tracer("t")  # default sampler: parent-based, always on
     span = tracer.start_span("server", context=context)
     assert not span.is_recording()
