@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context, get_value
+from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -424,3 +425,31 @@ def test_invalid_header_logged_once_without_value(caplog: pytest.LogCaptureFixtu
     records = [r for r in caplog.records if r.name == "tracewire"]
     assert len(records) == 1
     assert "s3cr3t" not in caplog.text
+
+
+# ------------------------------------------------------- where OpenTelemetry's differs
+
+
+def _trace_id(propagator: Any, headers: list[tuple[str, str]], shape: str) -> int | None:
+    carrier, getter = SHAPES[shape](headers)
+    span_context = trace.get_current_span(
+        propagator.extract(carrier, Context(), getter)
+    ).get_span_context()
+    return span_context.trace_id if span_context.is_valid else None
+
+
+def test_repeated_multi_headers_compared_with_opentelemetry() -> None:
+    headers = [*IDS, ("X-B3-TraceId", TID64)]
+    # Kept apart (ASGI): both take the first value.
+    assert _trace_id(B3MultiFormat(), headers, "asgi") == int(TID, 16)
+    assert _trace_id(SINGLE, headers, "asgi") == int(TID, 16)
+    # Joined by the server into "a,b" (WSGI): OpenTelemetry finds no valid id; tracewire
+    # takes the first value.
+    assert _trace_id(B3MultiFormat(), headers, "wsgi") is None
+    assert _trace_id(SINGLE, headers, "wsgi") == int(TID, 16)
+
+
+def test_repeated_single_header_compared_with_opentelemetry() -> None:
+    headers = [("b3", f"{TID}-{SID}-1"), ("b3", f"{TID64}-{SID}-1")]
+    assert _trace_id(B3SingleFormat(), headers, "asgi") == int(TID, 16)
+    assert _trace_id(SINGLE, headers, "asgi") is None

@@ -378,3 +378,12 @@ def test_differs_from_opentelemetry(fields: list[str]) -> None:
     carrier = {"baggage": fields if len(fields) > 1 else fields[0]}
     theirs = dict(baggage.get_all(W3CBaggagePropagator().extract(carrier, Context())))
     assert extract(fields) != theirs
+
+
+def test_opentelemetry_sends_properties_as_part_of_the_value() -> None:
+    carrier = {"baggage": "k=v;p=1"}
+    otel = W3CBaggagePropagator()
+    theirs: dict[str, str] = {}
+    otel.inject(theirs, otel.extract(carrier, Context()))
+    assert theirs == {"baggage": "k=v%3Bp%3D1"}
+    assert resend(PROPAGATOR.extract(carrier)) == "k=v;p=1"

@@ -446,3 +446,12 @@ def test_differs_from_opentelemetry(headers: list[tuple[str, str]]) -> None:
     otel = TraceContextTextMapPropagator()
     otel.inject(theirs, otel.extract(carrier, Context()))
     assert ours != theirs
+
+
+def test_long_higher_version_compared_with_opentelemetry() -> None:
+    # OpenTelemetry rejects any traceparent over 512 characters; the spec sets no maximum for
+    # higher versions, and tracewire's is 8192.
+    carrier = {"traceparent": f"01-{TID}-{SID}-01-" + "x" * 600}
+    theirs = TraceContextTextMapPropagator().extract(carrier, Context())
+    assert not trace.get_current_span(theirs).get_span_context().is_valid
+    assert trace.get_current_span(PROPAGATOR.extract(carrier)).get_span_context().is_valid

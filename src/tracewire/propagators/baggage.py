@@ -68,15 +68,6 @@ def _is_token(value: str) -> bool:
     return bool(value) and not value.strip(_TOKEN_CHARS)
 
 
-def _decode(value: str) -> str | None:
-    if value.strip(_VALUE_CHARS):
-        return None
-    if "%" not in value:
-        return value
-    # The spec: octets that are not UTF-8 become the replacement character.
-    return unquote_to_bytes(value).decode("utf-8", "replace")
-
-
 def _valid_properties(properties: str) -> bool:
     """``;key`` / ``;key=value`` properties, as the grammar has them (whitespace allowed)."""
     for prop in properties.split(";"):
@@ -95,17 +86,16 @@ def _member(member: str) -> tuple[str, str, str] | None:
     """
     pair, semicolon, properties = member.partition(";")
     key, eq, value = pair.partition("=")
-    if not eq:
-        return None
     key = key.strip(" \t")
-    decoded = _decode(value.strip(" \t"))
-    if decoded is None or not _is_token(key):
+    value = value.strip(" \t")
+    # strip() with a set of characters leaves something only if a character is outside it.
+    if not eq or not key or key.strip(_TOKEN_CHARS) or value.strip(_VALUE_CHARS):
         return None
-    if semicolon:
-        if not _valid_properties(properties):
-            return None
-        return key, decoded, ";" + properties
-    return key, decoded, ""
+    if "%" in value:  # the spec: octets that are not UTF-8 become the replacement character
+        value = unquote_to_bytes(value).decode("utf-8", "replace")
+    if not semicolon:
+        return key, value, ""
+    return (key, value, ";" + properties) if _valid_properties(properties) else None
 
 
 def parse_members(values: list[str]) -> tuple[list[tuple[str, str, str]], int]:
@@ -186,7 +176,7 @@ def format_baggage(
 
 def _kept(context: Context | None) -> Properties | None:
     """The properties kept in ``context`` (``None``: none; the common case)."""
-    kept = get_value(PROPERTIES_KEY, context)
+    kept = context.get(PROPERTIES_KEY) if context is not None else get_value(PROPERTIES_KEY)
     return kept if isinstance(kept, dict) else None
 
 
@@ -227,11 +217,12 @@ class BaggagePropagator(TextMapPropagator):
         members, dropped = parse_members(values)
         if dropped:
             warn_limited("baggage", f"dropped {dropped} invalid or over-limit baggage member(s)")
+        previous = _kept(context)
         with_properties = False
         for key, value, properties in members:
             context = set_baggage(key, value, context)
-            with_properties = with_properties or bool(properties)
-        previous = _kept(context)
+            if properties:
+                with_properties = True
         if with_properties or previous:
             context = set_value(PROPERTIES_KEY, _properties_of(members, previous), context)
         return context
