@@ -7,18 +7,20 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_value
+from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from tests.test_carriers import SHAPES, outgoing_carriers, sent_headers, shape_names
-from tracewire.propagators import B3Propagator
+from tracewire.propagators import INVALID_KEY, B3Propagator
 
 TID = "80f198ee56343ba864fe8b2a57d3eff7"
 TID64 = "a3ce929d0e0e4736"
 SID = "e457b5a2e4d86bd1"
 PID = "05e3ac9a4f6e3b90"
+IDS = [("X-B3-TraceId", TID), ("X-B3-SpanId", SID)]
 SINGLE = B3Propagator(single_header=True)
 MULTI = B3Propagator(single_header=False)
 
@@ -125,6 +127,85 @@ VALID = [
         True,
         "1",
     ),
+    (
+        "repeated-single-falls-back-to-multi",
+        [
+            ("b3", f"{TID}-{SID}-1"),
+            ("b3", f"{TID}-{SID}-1"),
+            ("X-B3-TraceId", TID64),
+            ("X-B3-SpanId", SID),
+        ],
+        TID64,
+        SID,
+        False,
+        "",
+    ),
+    # "When extracting state headers, the first value wins" (B3 specification); also when a
+    # WSGI server or requests joined the repeats into one value.
+    (
+        "multi-repeated-trace-same",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-TraceId", TID)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-trace-first-wins",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-TraceId", TID64)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-trace-garbage-second",
+        [("X-B3-TraceId", TID), ("X-B3-TraceId", "garbage"), ("X-B3-SpanId", SID)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-span-first-wins",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-SpanId", PID)],
+        TID,
+        SID,
+        False,
+        "",
+    ),
+    (
+        "multi-repeated-sampled-first-wins",
+        [*IDS, ("X-B3-Sampled", "1"), ("X-B3-Sampled", "0")],
+        TID,
+        SID,
+        True,
+        "1",
+    ),
+    (
+        "multi-repeated-sampled-deny-first",
+        [*IDS, ("X-B3-Sampled", "0"), ("X-B3-Sampled", "1")],
+        TID,
+        SID,
+        False,
+        "0",
+    ),
+    (
+        "multi-repeated-flags-first-wins",
+        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-Flags", "1"), ("X-B3-Flags", "0")],
+        TID,
+        SID,
+        True,
+        "d",
+    ),
+    (
+        "multi-repeated-flags-not-debug-first",
+        [*IDS, ("X-B3-Sampled", "0"), ("X-B3-Flags", "0"), ("X-B3-Flags", "1")],
+        TID,
+        SID,
+        False,
+        "0",
+    ),
 ]
 
 INVALID = [
@@ -150,9 +231,14 @@ INVALID = [
     ("multi-accept-alone", [("X-B3-Sampled", "1")]),
     ("multi-debug-alone", [("X-B3-Flags", "1")]),
     ("multi-span-alone", [("X-B3-SpanId", SID)]),
+    # The first value wins, even when it is the bad one.
     (
-        "multi-repeated-trace",
-        [("X-B3-TraceId", TID), ("X-B3-SpanId", SID), ("X-B3-TraceId", TID)],
+        "multi-repeated-trace-garbage-first",
+        [("X-B3-TraceId", "garbage"), ("X-B3-TraceId", TID), ("X-B3-SpanId", SID)],
+    ),
+    (
+        "multi-repeated-sampled-bad-first",
+        [*IDS, ("X-B3-Sampled", "2"), ("X-B3-Sampled", "1")],
     ),
 ]
 
@@ -172,6 +258,7 @@ def test_valid(
 ) -> None:
     span_context, context = extract(headers, shape)
     assert span_context.is_valid and span_context.is_remote
+    assert get_value(INVALID_KEY, context) is None
     assert span_context.trace_id == int(trace_id, 16)  # 64-bit ids left-padded with zeros
     assert span_context.span_id == int(span_id, 16)
     assert span_context.trace_flags.sampled is sampled
@@ -194,6 +281,20 @@ def test_invalid_ignored(shape: str, headers: list[tuple[str, str]]) -> None:
     span_context, context = extract(headers, shape)
     assert not span_context.is_valid
     assert resend(context) == {}
+    # Present but unusable: marked, for the server span's parent-source attribute.
+    assert get_value(INVALID_KEY, context) is True
+
+
+@pytest.mark.parametrize("propagator", [SINGLE, MULTI], ids=["b3", "b3multi"])
+def test_invalid_marker_only_on_the_invalid_path(propagator: B3Propagator) -> None:
+    base = Context()
+    assert propagator.extract({}, base) is base  # no B3 header: the context as it was
+    assert get_value(INVALID_KEY, propagator.extract({"other": "x"})) is None
+    valid = propagator.extract({"b3": f"{TID}-{SID}-1"})
+    assert get_value(INVALID_KEY, valid) is None
+    invalid = propagator.extract({"x-b3-traceid": "nope", "x-b3-spanid": SID})
+    assert get_value(INVALID_KEY, invalid) is True
+    assert not trace.get_current_span(invalid).get_span_context().is_valid
 
 
 @pytest.mark.parametrize("shape", shape_names)
@@ -207,6 +308,7 @@ def test_bare_deny(shape: str, headers: list[tuple[str, str]], tracing: Any) -> 
     span_context, context = extract(headers, shape)
     assert span_context.is_valid
     assert not span_context.trace_flags.sampled
+    assert get_value(INVALID_KEY, context) is None  # a valid decision, not a broken header
     tracer = tracing.provider.get_tracer("t")  # default sampler: parent-based, always on
     span = tracer.start_span("server", context=context)
     assert not span.is_recording()
@@ -323,3 +425,31 @@ def test_invalid_header_logged_once_without_value(caplog: pytest.LogCaptureFixtu
     records = [r for r in caplog.records if r.name == "tracewire"]
     assert len(records) == 1
     assert "s3cr3t" not in caplog.text
+
+
+# ------------------------------------------------------- where OpenTelemetry's differs
+
+
+def _trace_id(propagator: Any, headers: list[tuple[str, str]], shape: str) -> int | None:
+    carrier, getter = SHAPES[shape](headers)
+    span_context = trace.get_current_span(
+        propagator.extract(carrier, Context(), getter)
+    ).get_span_context()
+    return span_context.trace_id if span_context.is_valid else None
+
+
+def test_repeated_multi_headers_compared_with_opentelemetry() -> None:
+    headers = [*IDS, ("X-B3-TraceId", TID64)]
+    # Kept apart (ASGI): both take the first value.
+    assert _trace_id(B3MultiFormat(), headers, "asgi") == int(TID, 16)
+    assert _trace_id(SINGLE, headers, "asgi") == int(TID, 16)
+    # Joined by the server into "a,b" (WSGI): OpenTelemetry finds no valid id; tracewire
+    # takes the first value.
+    assert _trace_id(B3MultiFormat(), headers, "wsgi") is None
+    assert _trace_id(SINGLE, headers, "wsgi") == int(TID, 16)
+
+
+def test_repeated_single_header_compared_with_opentelemetry() -> None:
+    headers = [("b3", f"{TID}-{SID}-1"), ("b3", f"{TID64}-{SID}-1")]
+    assert _trace_id(B3SingleFormat(), headers, "asgi") == int(TID, 16)
+    assert _trace_id(SINGLE, headers, "asgi") is None

@@ -1,4 +1,5 @@
-"""W3C Baggage: grammar, percent-decoding, limits without partial members, on every carrier."""
+"""W3C Baggage: grammar, percent-decoding, limits without partial members, member properties,
+on every carrier."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ from urllib.parse import unquote
 import pytest
 from opentelemetry import baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context, attach, detach
+from opentelemetry.context import Context, attach, detach, get_value
 
 from tests.test_carriers import SHAPES, outgoing_carriers, sent_headers, shape_names
-from tracewire.propagators import BaggagePropagator
+from tracewire.propagators import INVALID_KEY, BaggagePropagator
 from tracewire.propagators.baggage import (
     MAX_HEADER_BYTES,
-    MAX_MEMBER_BYTES,
     MAX_MEMBERS,
+    PROPERTIES_KEY,
     format_baggage,
     parse_baggage,
+    parse_members,
 )
 
 PROPAGATOR = BaggagePropagator()
@@ -46,7 +48,8 @@ CASES = [
     ("fields-joined", ["a=1", "b=2"], {"a": "1", "b": "2"}),
     ("empty-value", ["a="], {"a": ""}),
     ("token-key-chars", ["!#$%&'*+-.^_`|~Az09=1"], {"!#$%&'*+-.^_`|~Az09": "1"}),
-    ("properties-dropped", ["a=1;p1;p2=x;p3 = y , b=2"], {"a": "1", "b": "2"}),
+    # Properties are not part of the value (they are kept beside it: see "properties" below).
+    ("properties-not-in-value", ["a=1;p1;p2=x;p3 = y , b=2"], {"a": "1", "b": "2"}),
     ("percent-space", ["a=hello%20world"], {"a": "hello world"}),
     ("plus-stays-plus", ["a=1+1"], {"a": "1+1"}),
     ("percent-2b", ["a=1%2B1"], {"a": "1+1"}),
@@ -95,23 +98,52 @@ def test_extract_ignores_current_context() -> None:
 # ---------------------------------------------------------------------------------- limits
 
 
+def extract_context(fields: list[str], shape: str = "asgi") -> Context:
+    carrier, getter = SHAPES[shape]([("baggage", f) for f in fields])
+    return PROPAGATOR.extract(carrier, getter=getter)
+
+
+def resend(context: Context) -> str | None:
+    out: dict[str, str] = {}
+    PROPAGATOR.inject(out, context)
+    return out.get("baggage")
+
+
 def test_member_count_limit() -> None:
     header = ",".join(f"k{i}=v" for i in range(MAX_MEMBERS + 5))
     found = extract([header])
     assert found == {f"k{i}": "v" for i in range(MAX_MEMBERS)}
 
 
-def test_member_size_limit() -> None:
-    fits = "a=" + "x" * (MAX_MEMBER_BYTES - 2)
-    too_big = "b=" + "y" * (MAX_MEMBER_BYTES - 1)
-    found = extract([f"{fits},{too_big},c=1"])
-    assert found == {"a": "x" * (MAX_MEMBER_BYTES - 2), "c": "1"}
+@pytest.mark.parametrize("shape", shape_names)
+def test_one_member_of_8190_bytes_round_trips(shape: str) -> None:
+    # The spec has no limit per member: "MUST propagate all list-members" while the header is
+    # at most 8192 bytes. OpenTelemetry Python drops members over 4096 bytes.
+    member = "a=" + "x" * 8188
+    assert len(member) == 8190
+    context = extract_context([member], shape)
+    assert resend(context) == member  # byte-identical
+
+
+def test_member_of_exactly_8192_bytes_round_trips() -> None:
+    member = "k=" + "0123456789" * 819  # 2 + 8190
+    assert len(member) == MAX_HEADER_BYTES
+    assert resend(extract_context([member])) == member
+
+
+def test_member_over_8192_bytes_dropped_whole() -> None:
+    too_big = "b=" + "y" * (MAX_HEADER_BYTES - 1)
+    assert extract([f"{too_big},c=1"]) == {"c": "1"}
+    assert inject({"b": "y" * (MAX_HEADER_BYTES - 1), "c": "1"}) == "c=1"
 
 
 def test_member_size_counts_properties() -> None:
-    member = "a=1;p=" + "x" * (MAX_MEMBER_BYTES - 5)
-    assert len(member) == MAX_MEMBER_BYTES + 1
-    assert extract([member]) == {}
+    member = "a=1;p=" + "x" * (MAX_HEADER_BYTES - 6)
+    assert len(member) == MAX_HEADER_BYTES
+    context = extract_context([f"{member},b=2"])
+    assert dict(baggage.get_all(context)) == {"a": "1"}  # b=2 no longer fits
+    assert resend(context) == member
+    assert extract([member + "x"]) == {}
 
 
 def test_header_size_limit_whole_members_only() -> None:
@@ -123,8 +155,13 @@ def test_header_size_limit_whole_members_only() -> None:
     assert found["c"] == "3" * 188  # never a part of a member
 
 
+def test_limits_apply_to_all_fields_together() -> None:
+    a, b = "a=" + "1" * 5000, "b=" + "2" * 5000
+    assert set(extract([a, b, "c=3"])) == {"a", "c"}
+
+
 def test_dropped_members_do_not_use_the_budget() -> None:
-    too_big = "x=" + "y" * MAX_MEMBER_BYTES
+    too_big = "x=" + "y" * MAX_HEADER_BYTES
     a, b = "a=" + "1" * 3998, "b=" + "2" * 3998
     assert set(extract([f"{too_big},{a},bad member,{b}"])) == {"a", "b"}
 
@@ -137,6 +174,13 @@ def test_64_members_and_8192_bytes_propagate() -> None:
     found = extract([header])
     assert len(found) == 64
     assert inject(found) == header
+
+
+def test_10000_members_stop_at_the_member_limit() -> None:
+    header = ",".join(f"k{i}=v" for i in range(10_000))
+    members, dropped = parse_members([header])
+    assert [k for k, _, _ in members] == [f"k{i}" for i in range(MAX_MEMBERS)]
+    assert dropped == 10_000 - MAX_MEMBERS
 
 
 def test_parse_reports_dropped_count() -> None:
@@ -183,7 +227,7 @@ def test_inject_limits_whole_members() -> None:
     assert header is not None
     assert header.split(",") == [f"k{i}=v" for i in range(MAX_MEMBERS)]
 
-    big = {"a": "x" * MAX_MEMBER_BYTES, "b": "1" * 4000, "c": "2" * 4000, "d": "3" * 500}
+    big = {"a": "x" * MAX_HEADER_BYTES, "b": "1" * 4000, "c": "2" * 4000, "d": "3" * 500}
     header = inject(big)
     assert header is not None
     assert len(header) <= MAX_HEADER_BYTES
@@ -191,8 +235,15 @@ def test_inject_limits_whole_members() -> None:
 
 
 def test_format_skips_oversized_and_keeps_smaller_ones() -> None:
-    header = format_baggage([("a", "1" * 5000), ("b", "2" * 8000), ("c", "3")])
-    assert header == "c=3"
+    header = format_baggage([("a", "1" * 9000), ("b", "2" * 8188), ("c", "3"), ("d", "")])
+    assert header == "b=" + "2" * 8188  # 8190 bytes: "c=3" (4 more with its comma) is over
+    header = format_baggage([("a", "1" * 9000), ("b", "2" * 8000), ("c", "3")])
+    assert header == "b=" + "2" * 8000 + ",c=3"
+
+
+def test_encoded_length_counts_on_inject() -> None:
+    # 3000 spaces are 9000 bytes once encoded: over the limit, so dropped whole.
+    assert inject({"a": " " * 3000, "b": "1"}) == "b=1"
 
 
 @pytest.mark.parametrize("kind", list(outgoing_carriers()))
@@ -205,6 +256,94 @@ def test_inject_on_every_carrier(kind: str) -> None:
 
 def test_fields() -> None:
     assert PROPAGATOR.fields == {"baggage"}
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@pytest.mark.parametrize("shape", shape_names)
+@pytest.mark.parametrize(
+    ("header", "sent"),
+    [
+        ("k=v;p=1", "k=v;p=1"),
+        ("k=v;flag", "k=v;flag"),
+        ("k=v;p1;p2=x;p3=y", "k=v;p1;p2=x;p3=y"),
+        ("a=1,k=v;p=1,b=2", "a=1,k=v;p=1,b=2"),
+        # Properties are sent on as received, whitespace inside them included (it is OWS the
+        # grammar allows); OWS around the key and value is trimmed.
+        (" k = v ; p = 1 ", "k=v; p = 1"),
+        ("k=caf%C3%A9;p=%41", "k=caf%C3%A9;p=%41"),
+        # A duplicated key: the right-most member wins, with its own properties (or none).
+        ("k=1;p=x,k=2", "k=2"),
+        ("k=1,k=2;p=y", "k=2;p=y"),
+    ],
+)
+def test_properties_sent_on_with_their_member(shape: str, header: str, sent: str) -> None:
+    assert resend(extract_context([header], shape)) == sent
+
+
+def test_properties_across_fields() -> None:
+    assert resend(extract_context(["a=1;p", "b=2;q=3"])) == "a=1;p,b=2;q=3"
+
+
+def test_changed_value_is_sent_without_properties() -> None:
+    context = extract_context(["k=v;p=1,other=o;q"])
+    changed = baggage.set_baggage("k", "new", context)
+    assert resend(changed) == "k=new,other=o;q"
+
+
+def test_added_member_is_sent_without_properties() -> None:
+    context = extract_context(["k=v;p=1"])
+    added = baggage.set_baggage("extra", "v", context)  # same value, but not received
+    assert resend(added) == "k=v;p=1,extra=v"
+
+
+def test_removed_member_is_not_sent() -> None:
+    context = extract_context(["k=v;p=1,a=1"])
+    assert resend(baggage.remove_baggage("k", context)) == "a=1"
+
+
+def test_value_set_again_to_what_was_received_keeps_properties() -> None:
+    # "The value is still the one received": the properties still describe it.
+    context = extract_context(["k=v;p=1"])
+    assert resend(baggage.set_baggage("k", "v", context)) == "k=v;p=1"
+
+
+def test_value_of_another_type_drops_properties() -> None:
+    context = extract_context(["k=1;p"])
+    assert resend(baggage.set_baggage("k", 1, context)) == "k=1"
+
+
+def test_properties_key_only_when_some_member_has_properties() -> None:
+    assert get_value(PROPERTIES_KEY, extract_context(["a=1,b=2"])) is None
+    assert get_value(PROPERTIES_KEY, extract_context(["a=1;p,b=2"])) == {"a": ("1", ";p")}
+    assert get_value(PROPERTIES_KEY, extract_context(["a=1;p,a=2"])) is None
+
+
+def test_properties_of_an_earlier_extraction_follow_their_members() -> None:
+    base = extract_context(["a=1;p,b=2;q"])
+    # A second header over the same context: its members replace the earlier ones.
+    carrier = {"baggage": "b=2,c=3"}
+    context = PROPAGATOR.extract(carrier, base)
+    assert dict(baggage.get_all(context)) == {"a": "1", "b": "2", "c": "3"}
+    assert resend(context) == "a=1;p,b=2,c=3"
+
+
+def test_member_that_fits_only_without_its_properties_is_dropped_whole() -> None:
+    properties = {"b": ("x" * 8000, ";p=" + "y" * 200)}
+    header = format_baggage([("a", "1"), ("b", "x" * 8000), ("c", "2")], properties)
+    assert header == "a=1,c=2"  # never "b=xxx" without its properties
+
+
+def test_parse_members_returns_properties() -> None:
+    members, dropped = parse_members(["a=1;p;q=2, b=2 ,c=3;bad=x y"])
+    assert members == [("a", "1", ";p;q=2"), ("b", "2", "")]
+    assert dropped == 1
+
+
+def test_baggage_never_sets_the_invalid_marker() -> None:
+    context = extract_context(["bad member,=x,a=1;@"])
+    assert get_value(INVALID_KEY, context) is None
 
 
 # ------------------------------------------------------------------------------- logging
@@ -226,10 +365,25 @@ def test_malformed_members_logged_without_values(caplog: pytest.LogCaptureFixtur
 
 @pytest.mark.parametrize(
     "fields",
-    [["a=1+1"], ["a=1", "b=2"], ["ok=1,bad value=2" + ",x" * 5000]],
-    ids=["plus", "second-field", "oversized-header"],
+    [
+        ["a=1+1"],
+        ["a=1", "b=2"],
+        ["ok=1,bad value=2" + ",x" * 5000],
+        ["a=" + "x" * 8188],
+        ["k=v;p=1"],
+    ],
+    ids=["plus", "second-field", "oversized-header", "8190-byte-member", "properties"],
 )
 def test_differs_from_opentelemetry(fields: list[str]) -> None:
     carrier = {"baggage": fields if len(fields) > 1 else fields[0]}
     theirs = dict(baggage.get_all(W3CBaggagePropagator().extract(carrier, Context())))
     assert extract(fields) != theirs
+
+
+def test_opentelemetry_sends_properties_as_part_of_the_value() -> None:
+    carrier = {"baggage": "k=v;p=1"}
+    otel = W3CBaggagePropagator()
+    theirs: dict[str, str] = {}
+    otel.inject(theirs, otel.extract(carrier, Context()))
+    assert theirs == {"baggage": "k=v%3Bp%3D1"}
+    assert resend(PROPAGATOR.extract(carrier)) == "k=v;p=1"

@@ -295,9 +295,10 @@ def test_real_server_repeats(servers: dict[str, str], server: str) -> None:
         assert two["trace_id"] is None
         assert two["format"] is None
 
-        # Repeated B3 ids are ambiguous too.
+        # Repeated X-B3-* headers: the first value wins (B3 specification), also when the
+        # server joined the repeats into one value.
         b3_headers = [("X-B3-TraceId", "2" * 32), ("X-B3-SpanId", "2" * 16)]
         b3 = client.get(url, headers=b3_headers).json()
         assert (b3["trace_id"], b3["format"]) == ("2" * 32, "b3multi")
-        b3 = client.get(url, headers=[*b3_headers, ("X-B3-TraceId", "2" * 32)]).json()
-        assert (b3["trace_id"], b3["format"]) == (None, None)
+        b3 = client.get(url, headers=[*b3_headers, ("X-B3-TraceId", "3" * 32)]).json()
+        assert (b3["trace_id"], b3["format"]) == ("2" * 32, "b3multi")

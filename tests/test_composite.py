@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import baggage, trace
-from opentelemetry.context import Context, attach, detach
+from opentelemetry.context import Context, attach, detach, get_value
 from opentelemetry.propagators.composite import CompositePropagator as OtelComposite
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -22,7 +22,12 @@ from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, Tra
 from tests.test_carriers import SHAPES, shape_names
 from tracewire import CompositePropagator, Extracted, Settings
 from tracewire.carriers import headers_getter
-from tracewire.propagators import B3Propagator, BaggagePropagator, TraceContextPropagator
+from tracewire.propagators import (
+    INVALID_KEY,
+    B3Propagator,
+    BaggagePropagator,
+    TraceContextPropagator,
+)
 
 W3C_TID = "4bf92f3577b34da6a3ce929d0e0e4736"
 W3C_SID = "00f067aa0ba902b7"
@@ -292,6 +297,64 @@ def test_settings_policy_last() -> None:
     settings = Settings(propagators=["tracecontext", "b3"], extract_policy="LAST")
     found = settings.composite.extract_detailed(dict([TRACEPARENT, B3_OTHER]), headers_getter)
     assert found.format == "b3"
+
+
+# ------------------------------------------------------------ the invalid-header marker
+
+BAD_TRACEPARENT = ("traceparent", f"00-{W3C_TID}-{W3C_SID}-01-extra")
+
+
+@pytest.mark.parametrize("policy", ["first", "last"])
+@pytest.mark.parametrize(
+    ("headers", "fmt", "invalid"),
+    [
+        ([], None, None),
+        ([BAGGAGE], None, None),
+        ([TRACEPARENT, BAGGAGE], "tracecontext", None),
+        ([BAD_TRACEPARENT], None, True),
+        ([BAD_TRACEPARENT, BAGGAGE], None, True),
+        ([("b3", "garbage")], None, True),
+        ([("x-b3-traceid", B3_TID)], None, True),
+        # Another format supplied the parent: the marker still says a header was unusable.
+        ([BAD_TRACEPARENT, B3_OTHER], "b3", True),
+        ([TRACEPARENT, ("b3", "garbage")], "tracecontext", True),
+        # A bad tracestate or baggage never invalidates the trace context.
+        ([TRACEPARENT, ("tracestate", "@bad"), ("baggage", "bad member")], "tracecontext", None),
+    ],
+    ids=[
+        "none",
+        "baggage-only",
+        "valid",
+        "bad-traceparent",
+        "bad-traceparent-with-baggage",
+        "bad-b3",
+        "bad-b3-multi",
+        "bad-traceparent-good-b3",
+        "good-traceparent-bad-b3",
+        "bad-tracestate-and-baggage",
+    ],
+)
+def test_invalid_marker_reaches_the_extracted_context(
+    policy: str, headers: list[tuple[str, str]], fmt: str | None, invalid: bool | None
+) -> None:
+    found = composite(["tracecontext", "b3", "baggage"], policy).extract_detailed(
+        dict(headers), headers_getter
+    )
+    assert found.format == fmt
+    assert parent(found).is_valid is (fmt is not None)
+    assert get_value(INVALID_KEY, found.context) is invalid
+    if headers == [BAD_TRACEPARENT, BAGGAGE]:
+        assert dict(baggage.get_all(found.context)) == {"user": "alice"}
+
+
+def test_baggage_properties_through_the_composite() -> None:
+    settings = Settings(propagators=["tracecontext", "baggage"])
+    carrier = {"traceparent": TRACEPARENT[1], "baggage": "user=alice;source=edge, n=1;x"}
+    found = settings.composite.extract_detailed(carrier, headers_getter)
+    assert dict(baggage.get_all(found.context)) == {"user": "alice", "n": "1"}
+    out: dict[str, str] = {}
+    settings.inject_propagator.inject(out, found.context)
+    assert out["baggage"] == "user=alice;source=edge,n=1;x"
 
 
 # ---------------------------------------------------------------------------------- warnings

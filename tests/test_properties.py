@@ -131,6 +131,38 @@ def test_baggage_round_trip(items: dict[str, str], out: str, shape: str) -> None
     assert dict(baggage.get_all(BAGGAGE.extract(received, getter=getter))) == items
 
 
+# Member text tracewire sends on byte for byte: canonical values (characters it never
+# percent-encodes) and properties of token keys and baggage-octet values.
+SAFE_VALUE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '",;\\%=')
+bg_properties = st.lists(
+    st.one_of(
+        bg_keys,
+        st.builds(lambda k, v: f"{k}={v}", bg_keys, st.text(SAFE_VALUE + "%=", max_size=20)),
+    ),
+    max_size=3,
+).map(lambda props: "".join(f";{p}" for p in props))
+bg_members = st.lists(
+    st.tuples(bg_keys, st.text(SAFE_VALUE, max_size=40), bg_properties),
+    max_size=20,
+    unique_by=lambda member: member[0],
+)
+
+
+@SETTINGS
+@given(members=bg_members, out=st.sampled_from(list(outgoing_carriers())))
+def test_baggage_with_properties_sent_on_byte_for_byte(
+    members: list[tuple[str, str, str]], out: str
+) -> None:
+    header = ",".join(f"{k}={v}{p}" for k, v, p in members)
+    for shape in shape_names:
+        received, getter = SHAPES[shape]([("baggage", header)] if header else [])
+        context = BAGGAGE.extract(received, getter=getter)
+        assert dict(baggage.get_all(context)) == {k: v for k, v, _ in members}
+        carrier, setter = outgoing_carriers()[out]()
+        BAGGAGE.inject(carrier, context, setter)
+        assert sent_headers(carrier) == ({"baggage": [header]} if header else {})
+
+
 @SETTINGS
 @given(
     trace_id=st.one_of(trace_ids, st.integers(1, 2**64 - 1)),
@@ -229,15 +261,25 @@ def check_tracestate(value: str) -> None:
     assert len(set(keys)) == len(keys)
 
 
+BAGGAGE_PROPERTY_RE = re.compile(
+    r"[ \t]*[!#$%&'*+\-.^_`|~0-9a-zA-Z]+[ \t]*"
+    r"(?:=[ \t]*[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*)?"
+)
+
+
 def check_baggage(value: str) -> None:
+    """Whole, well-formed members within the limits (no limit per member: the spec has none)."""
     assert value, "an empty baggage header is never sent"
     assert len(value.encode()) <= 8192
     members = value.split(",")
     assert len(members) <= 180
     for member in members:
-        assert len(member) <= 4096
-        key, eq, val = member.partition("=")
+        pair, _, properties = member.partition(";")
+        key, eq, val = pair.partition("=")
         assert eq and BAGGAGE_KEY_RE.fullmatch(key) and BAGGAGE_VALUE_RE.fullmatch(val), member
+        if properties:  # sent on as received: the grammar's properties, OWS included
+            for prop in properties.split(";"):
+                assert BAGGAGE_PROPERTY_RE.fullmatch(prop), member
         bytes_ = re.sub("%([0-9A-F]{2})", lambda m: chr(int(m[1], 16)), val).encode("latin-1")
         bytes_.decode("utf-8")  # what is encoded is UTF-8
 
@@ -369,7 +411,8 @@ def header_lists(draw: st.DrawFn, family: str) -> list[tuple[str, str]]:
         position = draw(st.integers(0, len(headers)))
         headers.insert(position, (spelled, value))
     if anchor is not None and draw(st.integers(0, 9)) == 0:
-        headers.append(ANCHORS[anchor][0])  # now repeated: the anchor must be ignored
+        # Now repeated: a repeated traceparent is ignored; for X-B3-* the first value wins.
+        headers.append(ANCHORS[anchor][0])
     return headers
 
 

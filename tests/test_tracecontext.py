@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_value
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tests.test_carriers import SHAPES, outgoing_carriers, sent_headers, shape_names
-from tracewire.propagators import TraceContextPropagator
+from tracewire.propagators import INVALID_KEY, TraceContextPropagator
 from tracewire.propagators import tracecontext as tc
 from tracewire.propagators.tracecontext import format_tracestate, parse_traceparent
 
@@ -52,6 +52,8 @@ VALID_TRACEPARENTS = [
     ("higher-version-dash-only", f"cc-{TID}-{SID}-00-", False, False),
     ("version-fe", f"fe-{TID}-{SID}-01-x", True, False),
     ("max-ids", f"00-{'f' * 32}-{'f' * 16}-01", True, False),
+    # Higher versions: no maximum in the spec but "prohibitively large"; ours is 8192.
+    ("higher-version-8192", f"01-{TID}-{SID}-01-" + "x" * (8192 - 56), True, False),
 ]
 
 INVALID_TRACEPARENTS = [
@@ -83,6 +85,10 @@ INVALID_TRACEPARENTS = [
     ("mixed-case", f"00-{TID[:-1]}A-{SID}-01"),
     ("version-one-digit", f"0-{TID}-{SID}-01-"),
     ("flags-one-digit", f"00-{TID}-{SID}-1"),
+    ("v00-56-hex-characters", TP + "0"),
+    ("higher-version-8193", f"01-{TID}-{SID}-01-" + "x" * (8193 - 56)),
+    ("higher-version-100k", f"01-{TID}-{SID}-01-" + "x" * 100_000),
+    ("v00-100k", TP + "0" * 100_000),
 ]
 
 
@@ -94,6 +100,7 @@ INVALID_TRACEPARENTS = [
 def test_valid_traceparent(shape: str, value: str, sampled: bool, random: bool) -> None:
     span_context, context = extract([("traceparent", value)], shape)
     assert span_context.is_valid
+    assert get_value(INVALID_KEY, context) is None
     assert span_context.is_remote
     assert span_context.trace_id == int(value.strip()[3:35], 16)
     assert span_context.span_id == int(value.strip()[36:52], 16)
@@ -110,6 +117,8 @@ def test_invalid_traceparent_starts_new_trace(shape: str, value: str) -> None:
     span_context, context = extract([("traceparent", value), ("tracestate", "a=1")], shape)
     assert not span_context.is_valid
     assert inject(context) == {}
+    # Present but unusable: marked, for the server span's parent-source attribute.
+    assert get_value(INVALID_KEY, context) is True
 
 
 @pytest.mark.parametrize("shape", shape_names)
@@ -119,10 +128,31 @@ def test_invalid_traceparent_starts_new_trace(shape: str, value: str) -> None:
     ids=["identical", "different", "garbage"],
 )
 def test_repeated_traceparent_is_invalid(shape: str, second: str) -> None:
-    span_context, _ = extract(
+    span_context, context = extract(
         [("traceparent", TP), ("tracestate", "a=1"), ("traceparent", second)], shape
     )
     assert not span_context.is_valid
+    assert get_value(INVALID_KEY, context) is True
+
+
+def test_invalid_marker_only_on_the_invalid_path() -> None:
+    base = Context()
+    assert PROPAGATOR.extract({}, base) is base  # no traceparent: the context as it was
+    assert get_value(INVALID_KEY, PROPAGATOR.extract({"tracestate": "a=1"})) is None
+    for tracestate in ("a=1", "@bad", ",".join(f"k{i}=1" for i in range(40))):
+        # A bad tracestate never invalidates the traceparent, and is not marked.
+        context = PROPAGATOR.extract({"traceparent": TP, "tracestate": tracestate})
+        assert trace.get_current_span(context).get_span_context().is_valid
+        assert get_value(INVALID_KEY, context) is None
+
+
+def test_parse_traceparent_length_bounds() -> None:
+    assert parse_traceparent(TP) is not None
+    assert parse_traceparent(TP + "-") is None  # version 00: exactly 55 characters
+    longest = f"01-{TID}-{SID}-01-" + "x" * (tc.MAX_TRACEPARENT_LENGTH - 56)
+    assert len(longest) == tc.MAX_TRACEPARENT_LENGTH
+    assert parse_traceparent(longest) is not None
+    assert parse_traceparent(longest + "x") is None
 
 
 def test_digits_outside_ascii_are_not_hex() -> None:
@@ -231,7 +261,23 @@ VALID_TRACESTATES = [
     ("duplicate-left-most", ["a=1,b=2,a=3"], [("a", "1"), ("b", "2")]),
     ("duplicate-across-fields", ["a=1", "a=2"], [("a", "1")]),
     ("32-members", [MEMBERS_32], [(f"k{i}", str(i)) for i in range(32)]),
-    ("33-with-duplicate", [MEMBERS_32 + ",k0=x"], [(f"k{i}", str(i)) for i in range(32)]),
+    # 32 received, one of them a duplicate: within the limit, 31 entries kept.
+    (
+        "32-with-duplicate",
+        [",".join(f"k{i}={i}" for i in range(31)) + ",k0=x"],
+        [(f"k{i}", str(i)) for i in range(31)],
+    ),
+    # Empty members are not list-members that count.
+    (
+        "32-members-and-empties",
+        [",, ," + MEMBERS_32.replace(",", ", ,") + ", ,"],
+        [(f"k{i}", str(i)) for i in range(32)],
+    ),
+    (
+        "32-members-over-fields",
+        [",".join(f"k{i}={i}" for i in range(16)), ",".join(f"k{i}={i}" for i in range(16, 32))],
+        [(f"k{i}", str(i)) for i in range(32)],
+    ),
 ]
 
 INVALID_TRACESTATES = [
@@ -250,6 +296,10 @@ INVALID_TRACESTATES = [
     ("value-del", ["a=b\x7f"]),
     ("value-non-ascii", ["a=caf\u00e9"]),
     ("33-members", [MEMBERS_33]),
+    # The limit counts the members received, before duplicates are removed.
+    ("33-with-duplicate", [MEMBERS_32 + ",k0=x"]),
+    ("33-over-fields", [MEMBERS_32, "k99=1"]),
+    ("33-all-duplicates", [",".join(["a=1"] * 33)]),
     ("one-bad-among-good", ["a=1,B=2,c=3"]),
     ("bad-in-second-field", ["a=1", "@x=2"]),
 ]
@@ -396,3 +446,12 @@ def test_differs_from_opentelemetry(headers: list[tuple[str, str]]) -> None:
     otel = TraceContextTextMapPropagator()
     otel.inject(theirs, otel.extract(carrier, Context()))
     assert ours != theirs
+
+
+def test_long_higher_version_compared_with_opentelemetry() -> None:
+    # OpenTelemetry rejects any traceparent over 512 characters; the spec sets no maximum for
+    # higher versions, and tracewire's is 8192.
+    carrier = {"traceparent": f"01-{TID}-{SID}-01-" + "x" * 600}
+    theirs = TraceContextTextMapPropagator().extract(carrier, Context())
+    assert not trace.get_current_span(theirs).get_span_context().is_valid
+    assert trace.get_current_span(PROPAGATOR.extract(carrier)).get_span_context().is_valid

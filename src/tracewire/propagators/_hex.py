@@ -1,4 +1,4 @@
-"""Lowercase-hex checks by slicing and ``str.strip``: no regex on the hot path."""
+"""Lowercase-hex checks by slicing and ``str.strip``, and header-value pickers: no regex."""
 
 from __future__ import annotations
 
@@ -21,3 +21,20 @@ def single(values: list[str] | None) -> str | None:
     if not values or len(values) != 1:
         return None
     return values[0].strip(" \t")
+
+
+def first(values: list[str] | None) -> str | None:
+    """The first value of a header whose first value wins, without HTTP whitespace.
+
+    A carrier that joined repeated fields into one value (a WSGI ``environ``, a requests
+    header dict) gives ``"a,b"`` or ``"a, b"``: the part before the first comma is the first
+    value. Only for headers whose valid values never contain a comma (B3 ids and flags).
+    ``None`` when the header is absent.
+    """
+    if not values:
+        return None
+    value = values[0]
+    comma = value.find(",")
+    if comma >= 0:
+        value = value[:comma]
+    return value.strip(" \t")

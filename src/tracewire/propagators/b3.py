@@ -8,7 +8,15 @@ Differences from ``opentelemetry-propagator-b3``:
 * "defer" (no sampling state) stays distinct from "deny" (``0``): a deferred decision that this
   service did not turn into "sampled" is sent on as deferred again;
 * ``b3: 0`` alone (deny, no ids) makes the request unsampled instead of being ignored;
-* a repeated header is ignored, and nothing from the header is logged.
+* a repeated ``X-B3-*`` header: the first value wins, as the B3 specification says, also when
+  a WSGI server or requests joined the repeats with ``,`` into one value; a repeated ``b3``
+  single header is ignored (the specification says nothing of repeats there);
+* nothing from the header is logged.
+
+When B3 headers are present but give no usable context (malformed, a repeated ``b3`` header,
+a sampling state other than deny without ids), ``extract`` returns the context with
+``tracewire.propagators.INVALID_KEY`` set to ``True`` and no parent, so the request starts a
+new trace. The key is set on that path only.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from opentelemetry.trace import (
 )
 
 from tracewire._log import warn_limited
-from tracewire.propagators._hex import is_lower_hex, single
+from tracewire.propagators import INVALID_KEY
+from tracewire.propagators._hex import first, is_lower_hex, single
 
 SINGLE = "b3"
 TRACE_ID = "x-b3-traceid"
@@ -102,6 +111,30 @@ def parse_multi(
     return tid, sid, state
 
 
+def _read(carrier: CarrierT, getter: Getter[CarrierT]) -> tuple[tuple[int, int, str] | None, bool]:
+    """The parsed B3 context (single header, else multi) and whether any B3 header was there."""
+    values = getter.get(carrier, SINGLE)
+    if values:
+        header = single(values)
+        parsed = parse_single(header) if header is not None else None
+        if parsed is not None:
+            return parsed, True
+        warn_limited("b3", "ignored an invalid b3 header")
+    trace_values = getter.get(carrier, TRACE_ID)
+    span_values = getter.get(carrier, SPAN_ID)
+    sampled_values = getter.get(carrier, SAMPLED)
+    flag_values = getter.get(carrier, FLAGS)
+    if not (trace_values or span_values or sampled_values or flag_values):
+        return None, bool(values)
+    # "When extracting state headers, the first value wins" (B3 specification).
+    parsed = parse_multi(
+        first(trace_values), first(span_values), first(sampled_values), first(flag_values)
+    )
+    if parsed is None:
+        warn_limited("b3", "ignored invalid X-B3-* headers")
+    return parsed, True
+
+
 class B3Propagator(TextMapPropagator):
     """B3 propagator. Extracts the single header, else the multi headers; injects one form.
 
@@ -119,30 +152,15 @@ class B3Propagator(TextMapPropagator):
         context: Context | None = None,
         getter: Getter[CarrierT] = default_getter,
     ) -> Context:
+        """The B3 parent (single header first, then multi) in ``context`` (default: empty).
+
+        Headers present but unusable: ``context`` with ``INVALID_KEY`` set to ``True``.
+        """
         if context is None:
             context = Context()
-        parsed: tuple[int, int, str] | None = None
-        values = getter.get(carrier, SINGLE)
-        if values:
-            header = single(values)
-            parsed = parse_single(header) if header is not None else None
-            if parsed is None:
-                warn_limited("b3", "ignored an invalid b3 header")
+        parsed, present = _read(carrier, getter)
         if parsed is None:
-            trace_values = getter.get(carrier, TRACE_ID)
-            sampled_values = getter.get(carrier, SAMPLED)
-            flag_values = getter.get(carrier, FLAGS)
-            if not (trace_values or sampled_values or flag_values):
-                return context
-            parsed = parse_multi(
-                single(trace_values),
-                single(getter.get(carrier, SPAN_ID)),
-                single(sampled_values),
-                single(flag_values),
-            )
-            if parsed is None:
-                warn_limited("b3", "ignored invalid X-B3-* headers")
-                return context
+            return set_value(INVALID_KEY, True, context) if present else context
         trace_id, span_id, state = parsed
         if not trace_id:
             # A bare "deny": no ids to continue, but the caller asked for no sampling. A

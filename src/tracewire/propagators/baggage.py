@@ -6,21 +6,28 @@ Differences from ``opentelemetry.baggage.propagation.W3CBaggagePropagator``:
 * a malformed member is dropped on its own; the valid members of the same header are kept;
 * values are percent-decoded as the spec says: ``+`` stays a plus sign, and an escape sequence
   that is not UTF-8 becomes U+FFFD;
-* limits drop whole members, never part of one, on extract and on inject; members that are
-  dropped do not use up the header's size budget;
+* the limits are the spec's, for the whole list: 180 members (the grammar's maximum; the spec
+  requires at least 64) and 8192 bytes, with no limit per member, so one member of 8190 bytes
+  is sent on unchanged. Beyond them whole members are dropped, never part of one, on extract
+  and on inject; members that are dropped do not use up the header's size budget;
+* member properties (``k=v;p=1``, ``k=v;flag``) are kept beside the baggage (OpenTelemetry's
+  baggage API has no place for them) and sent on unchanged with their member while its value
+  is still the one received; a member whose value the application changed, or one it added,
+  is sent without properties;
 * extraction starts from an empty context, never from the current one;
 * nothing from the header is ever logged.
 
-Member properties (``;prop=value``) must be well formed but are not kept, as OpenTelemetry's
-baggage API has no place for them.
+Parsing takes time linear in the header's length: one split, then one pass over the members
+with no backtracking; once the limits are reached the remaining members are only counted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote, unquote_to_bytes
 
 from opentelemetry.baggage import get_all, set_baggage
-from opentelemetry.context import Context
+from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.textmap import (
     CarrierT,
     Getter,
@@ -34,10 +41,15 @@ from tracewire._log import warn_limited
 
 BAGGAGE = "baggage"
 
-# OpenTelemetry Python's limits; the spec requires at least 64 members and 8192 bytes.
+# The grammar's maximum number of members (list-member 0*179( OWS "," OWS list-member )); the
+# spec requires at least 64. The size is the spec's minimum, for all baggage fields together.
 MAX_MEMBERS = 180
-MAX_MEMBER_BYTES = 4096
 MAX_HEADER_BYTES = 8192
+
+# Context key holding the properties of the received members that had any:
+# ``{key: (value as received, properties text starting with ";")}``. Set only when some member
+# had properties; read on inject to send them on with a member whose value did not change.
+PROPERTIES_KEY = create_key("tracewire-baggage-properties")
 
 # RFC 9110 token characters.
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -46,19 +58,14 @@ _VALUE_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '",;\\
 # Characters left unencoded on inject: baggage-octets except "%", which starts an escape, and
 # "=", which is legal in a value but trips parsers that split a member on every "=".
 _SAFE = _VALUE_CHARS.replace("%", "").replace("=", "")
+# The shortest member there is ("k=") and the comma before it.
+_SMALLEST = 3
+
+Properties = Mapping[str, tuple[str, str]]
 
 
 def _is_token(value: str) -> bool:
     return bool(value) and not value.strip(_TOKEN_CHARS)
-
-
-def _decode(value: str) -> str | None:
-    if value.strip(_VALUE_CHARS):
-        return None
-    if "%" not in value:
-        return value
-    # The spec: octets that are not UTF-8 become the replacement character.
-    return unquote_to_bytes(value).decode("utf-8", "replace")
 
 
 def _valid_properties(properties: str) -> bool:
@@ -72,53 +79,93 @@ def _valid_properties(properties: str) -> bool:
     return True
 
 
+def _member(member: str) -> tuple[str, str, str] | None:
+    """``(key, value, properties)`` of one stripped, non-empty member; ``None`` if malformed.
+
+    ``properties`` is the text from the first ``;`` on, exactly as received, or ``""``.
+    """
+    pair, semicolon, properties = member.partition(";")
+    key, eq, value = pair.partition("=")
+    key = key.strip(" \t")
+    value = value.strip(" \t")
+    # strip() with a set of characters leaves something only if a character is outside it.
+    if not eq or not key or key.strip(_TOKEN_CHARS) or value.strip(_VALUE_CHARS):
+        return None
+    if "%" in value:  # the spec: octets that are not UTF-8 become the replacement character
+        value = unquote_to_bytes(value).decode("utf-8", "replace")
+    if not semicolon:
+        return key, value, ""
+    return (key, value, ";" + properties) if _valid_properties(properties) else None
+
+
+def parse_members(values: list[str]) -> tuple[list[tuple[str, str, str]], int]:
+    """Valid ``(key, value, properties)`` members of all ``baggage`` fields, and the dropped count.
+
+    Members are taken left to right while they fit the limits (``MAX_MEMBERS`` members,
+    ``MAX_HEADER_BYTES`` bytes counted on the members as received, properties included, and
+    one comma between two); one that is malformed or does not fit is dropped whole and uses
+    up nothing. ``properties`` is ``""`` for a member without any.
+    """
+    members: list[tuple[str, str, str]] = []
+    dropped = 0
+    size = 0
+    full = False
+    text = values[0] if len(values) == 1 else ",".join(values)
+    for raw in text.split(","):
+        member = raw.strip(" \t")
+        if not member:
+            continue
+        if full:
+            dropped += 1
+            continue
+        added = len(member) + (1 if members else 0)
+        parsed = _member(member) if size + added <= MAX_HEADER_BYTES else None
+        if parsed is None:
+            dropped += 1
+            continue
+        size += added
+        members.append(parsed)
+        full = len(members) >= MAX_MEMBERS or size + _SMALLEST > MAX_HEADER_BYTES
+    return members, dropped
+
+
 def parse_baggage(values: list[str]) -> tuple[list[tuple[str, str]], int]:
     """Valid ``(key, value)`` members of all ``baggage`` fields, and how many were dropped.
 
     Members are taken left to right while they fit the limits; one that does not fit is
-    dropped whole and does not count against the header budget.
+    dropped whole and does not count against the header budget. Properties are checked but
+    not returned (``parse_members`` returns them).
     """
-    entries: list[tuple[str, str]] = []
-    dropped = 0
-    size = 0
-    for raw in ",".join(values).split(","):
-        member = raw.strip(" \t")
-        if not member:
-            continue
-        pair, semicolon, properties = member.partition(";")
-        key, eq, value = pair.partition("=")
-        key = key.strip(" \t")
-        decoded = _decode(value.strip(" \t")) if eq else None
-        added = len(member) + (1 if entries else 0)
-        if (
-            decoded is None
-            or not _is_token(key)
-            or (semicolon and not _valid_properties(properties))
-            or len(member) > MAX_MEMBER_BYTES
-            or len(entries) >= MAX_MEMBERS
-            or size + added > MAX_HEADER_BYTES
-        ):
-            dropped += 1
-            continue
-        size += added
-        entries.append((key, decoded))
-    return entries, dropped
+    members, dropped = parse_members(values)
+    return [(key, value) for key, value, _ in members], dropped
 
 
-def format_baggage(items: list[tuple[str, object]]) -> str:
-    """Serialise baggage entries, skipping (never cutting) what is invalid or over the limits."""
+def format_baggage(
+    items: Iterable[tuple[str, object]], properties: Properties | None = None
+) -> str:
+    """Serialise baggage entries, skipping (never cutting) what is invalid or over the limits.
+
+    ``properties`` (as kept by extraction) adds a member's received properties when the
+    entry's value is still the value they arrived with.
+    """
     members: list[str] = []
     size = 0
     for key, value in items:
         if not isinstance(key, str) or not _is_token(key):
             continue
+        text = str(value)
+        room = MAX_HEADER_BYTES - size - (1 if members else 0)
+        if len(key) + 1 + len(text) > room:  # encoding never makes a value shorter
+            continue
         try:
-            member = f"{key}={quote(str(value), safe=_SAFE)}"
+            member = f"{key}={quote(text, safe=_SAFE)}"
         except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form
             continue
-        if len(member) > MAX_MEMBER_BYTES:
-            continue
-        if size + len(member) + (1 if members else 0) > MAX_HEADER_BYTES:
+        if properties:
+            kept = properties.get(key)
+            if kept is not None and value.__class__ is str and value == kept[0]:
+                member += kept[1]
+        if len(member) > room:
             continue
         size += len(member) + (1 if members else 0)
         members.append(member)
@@ -127,8 +174,34 @@ def format_baggage(items: list[tuple[str, object]]) -> str:
     return ",".join(members)
 
 
+def _kept(context: Context | None) -> Properties | None:
+    """The properties kept in ``context`` (``None``: none; the common case)."""
+    kept = context.get(PROPERTIES_KEY) if context is not None else get_value(PROPERTIES_KEY)
+    return kept if isinstance(kept, dict) else None
+
+
+def _properties_of(
+    members: list[tuple[str, str, str]], previous: Properties | None
+) -> dict[str, tuple[str, str]] | None:
+    """What ``PROPERTIES_KEY`` holds after extracting ``members`` over ``previous``."""
+    kept: dict[str, tuple[str, str]] = {}
+    if previous:
+        received = {key for key, _, _ in members}
+        kept.update((k, v) for k, v in previous.items() if k not in received)
+    for key, value, properties in members:
+        if properties:
+            kept[key] = (value, properties)
+        else:  # a later duplicate without properties replaces an earlier one with them
+            kept.pop(key, None)
+    return kept or None
+
+
 class BaggagePropagator(TextMapPropagator):
-    """Extracts and injects the W3C ``baggage`` header."""
+    """Extracts and injects the W3C ``baggage`` header.
+
+    Member properties are kept under ``PROPERTIES_KEY`` in the extracted context (only when a
+    member had some) and sent on with their member while its value is unchanged.
+    """
 
     def extract(
         self,
@@ -141,11 +214,17 @@ class BaggagePropagator(TextMapPropagator):
         values = getter.get(carrier, BAGGAGE)
         if not values:
             return context
-        entries, dropped = parse_baggage(values)
+        members, dropped = parse_members(values)
         if dropped:
             warn_limited("baggage", f"dropped {dropped} invalid or over-limit baggage member(s)")
-        for key, value in entries:
+        previous = _kept(context)
+        with_properties = False
+        for key, value, properties in members:
             context = set_baggage(key, value, context)
+            if properties:
+                with_properties = True
+        if with_properties or previous:
+            context = set_value(PROPERTIES_KEY, _properties_of(members, previous), context)
         return context
 
     def inject(
@@ -157,7 +236,7 @@ class BaggagePropagator(TextMapPropagator):
         items = get_all(context)
         if not items:
             return
-        header = format_baggage(list(items.items()))
+        header = format_baggage(items.items(), _kept(context))
         if header:
             setter.set(carrier, BAGGAGE, header)
 

@@ -7,8 +7,18 @@ Differences from ``opentelemetry.trace.propagation.tracecontext``:
   that rebuild the flags of child spans without it;
 * a repeated ``traceparent`` header is invalid, also when a WSGI server joined the repeats
   with ``,`` into one value;
+* a ``traceparent`` of a higher version longer than 8192 characters is invalid;
 * ``tracestate`` keys follow the full grammar (digits first, ``@`` anywhere), duplicated keys
-  keep the left-most entry, and nothing about a bad header is logged per request.
+  keep the left-most entry, the 32-member limit counts the members received (before
+  duplicates are removed), and nothing about a bad header is logged per request.
+
+When a ``traceparent`` is present but invalid, ``extract`` returns the context with
+``tracewire.propagators.INVALID_KEY`` set to ``True`` and no parent, so the request starts a
+new trace; the key is set on that path only. A bad ``tracestate`` never sets it.
+
+Both parsers take time linear in the header's length: a ``traceparent`` is judged on its first
+56 characters (plus one scan for ``,`` in a higher version's tail), a ``tracestate`` stops at
+its first invalid member or at its 33rd member.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from opentelemetry.trace import (
 )
 
 from tracewire._log import warn_limited
+from tracewire.propagators import INVALID_KEY
 from tracewire.propagators._hex import single
 
 TRACEPARENT = "traceparent"
@@ -43,6 +54,14 @@ FLAG_SAMPLED = 0x01
 FLAG_RANDOM = 0x02
 _KNOWN_FLAGS = FLAG_SAMPLED | FLAG_RANDOM
 
+# Version 00 is exactly this long; a higher version at least this long.
+TRACEPARENT_LENGTH = 55
+# The spec sets no maximum for higher versions (their fields are "additive") and lets a
+# service "only disallow prohibitively large headers"; 8192 is the field-size limit of common
+# HTTP servers (gunicorn's limit_request_field_size is 8190), so nothing longer crossed a hop.
+MAX_TRACEPARENT_LENGTH = 8192
+
+# Counted on the non-empty members received, before duplicates are removed.
 MAX_TRACESTATE_MEMBERS = 32
 # What we send on at most; the spec asks for at least 512 characters to be propagated.
 MAX_TRACESTATE_LENGTH = 8192
@@ -99,7 +118,12 @@ def parse_traceparent(value: str) -> tuple[int, int, int] | None:
         return None
     # A later version may append "-..." fields; a "," there means a server joined two
     # traceparent fields into one value, which is a repeated header, so invalid.
-    if len(value) > 55 and (raw[0] == 0 or value[55] != "-" or "," in value):
+    if len(value) > TRACEPARENT_LENGTH and (
+        raw[0] == 0
+        or value[TRACEPARENT_LENGTH] != "-"
+        or len(value) > MAX_TRACEPARENT_LENGTH
+        or "," in value
+    ):
         return None
     trace_id = int.from_bytes(raw[1:17], "big")
     span_id = int.from_bytes(raw[17:25], "big")
@@ -111,14 +135,20 @@ def parse_traceparent(value: str) -> tuple[int, int, int] | None:
 def parse_tracestate(values: list[str]) -> list[tuple[str, str]] | None:
     """The entries of a ``tracestate`` list (all header fields joined), or ``None`` if invalid.
 
-    One invalid member makes the whole list unusable; a duplicated key keeps the left-most.
+    One invalid member, or more than ``MAX_TRACESTATE_MEMBERS`` non-empty members as received
+    (duplicates included), makes the whole list unusable; a duplicated key keeps the left-most.
     """
     entries: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for raw in ",".join(values).split(","):
+    received = 0
+    text = values[0] if len(values) == 1 else ",".join(values)
+    for raw in text.split(","):
         member = raw.strip(" \t")
         if not member:
             continue
+        received += 1
+        if received > MAX_TRACESTATE_MEMBERS:
+            return None
         key, eq, val = member.partition("=")
         if (
             not eq
@@ -136,8 +166,6 @@ def parse_tracestate(values: list[str]) -> list[tuple[str, str]] | None:
             continue
         seen.add(key)
         entries.append((key, val))
-        if len(entries) > MAX_TRACESTATE_MEMBERS:
-            return None
     return entries
 
 
@@ -170,7 +198,11 @@ def format_tracestate(state: TraceState) -> str:
 
 
 class TraceContextPropagator(TextMapPropagator):
-    """Extracts and injects W3C ``traceparent`` and ``tracestate``."""
+    """Extracts and injects W3C ``traceparent`` and ``tracestate``.
+
+    ``extract`` of a present but invalid ``traceparent`` (or of a repeated one) returns the
+    context with ``INVALID_KEY`` set to ``True`` and no parent: a new trace starts.
+    """
 
     def extract(
         self,
@@ -187,7 +219,7 @@ class TraceContextPropagator(TextMapPropagator):
         parsed = parse_traceparent(header) if header is not None else None
         if parsed is None:
             warn_limited("traceparent", "ignored an invalid traceparent header; new trace")
-            return context
+            return set_value(INVALID_KEY, True, context)
         trace_id, span_id, flags = parsed
         state_values = getter.get(carrier, TRACESTATE)
         entries: list[tuple[str, str]] | None = []
