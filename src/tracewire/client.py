@@ -23,6 +23,7 @@ Framework-neutral: ``tracewire.httpx`` and ``tracewire.requests`` describe each 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
@@ -39,14 +40,16 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from tracewire import _diagnostics, outbound, semconv
+from tracewire import _capture, _diagnostics, otel_env, outbound, semconv
+from tracewire import _kinds as k
 from tracewire._fastpath import UnsampledChildren
 from tracewire._instrument import error_status, fault, make_tracer
 from tracewire._log import logger
 from tracewire.authority import effective_port, split_url
-from tracewire.carriers import headers_setter
+from tracewire.carriers import headers_getter, headers_setter
 from tracewire.compiled import Compiled, settings_in
 from tracewire.defaults import SettingsSource
+from tracewire.matching import PathMatcher
 from tracewire.outbound import Destination
 from tracewire.settings import Settings
 
@@ -224,10 +227,23 @@ class ClientTracer:
         settings: Settings | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        library: str | None = None,
     ) -> None:
         self.source = SettingsSource(settings)
         self.tracer = make_tracer(tracer_provider)
         self.unsampled = UnsampledChildren(self.tracer)
+        # The library's own OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS (the contrib packages'), which
+        # replaces the generic exclusions unless code or TRACEWIRE_* chose them.
+        found = otel_env.framework_exclusions(os.environ, (library,)) if library else None
+        self.library_excluded = (
+            PathMatcher(k.URL_REGEXES.check(found[0], found[1]), found[1]) if found else None
+        )
+
+    def _excluded(self, plan: Compiled, url: object) -> bool:
+        excluded = plan.client_excluded
+        if self.library_excluded is not None and plan.client_excluded_replaceable:
+            excluded = self.library_excluded
+        return excluded is not None and excluded(str(url))
 
     @property
     def settings(self) -> Settings:
@@ -240,7 +256,9 @@ class ClientTracer:
         ``None`` means: instrumentation is suppressed in the current context (OpenTelemetry's
         ``suppress_instrumentation`` / ``suppress_http_instrumentation``, set by exporters
         and by an outer HTTP instrumentation), or ``require_parent`` is set and there is no
-        current span. The request must then be sent untouched.
+        current span, or the URL is excluded (``client_excluded_urls``) and
+        ``client_excluded_headers`` is off. The request must then be sent untouched. An
+        excluded URL otherwise gets the caller's trace headers and no span.
         """
         try:
             ctx = get_current()
@@ -258,6 +276,11 @@ class ClientTracer:
             own_span = not _is_http_client_span(current)
             if not own_span:
                 _note_outer_instrumentation()
+            if own_span and self._excluded(plan, request.url):
+                # No CLIENT span; the caller's context still goes on, unless told otherwise.
+                if not plan.client_excluded_headers:
+                    return None
+                own_span = False
             call = ClientCall(self, plan, request, ctx, own_span)
         except Exception as exc:
             fault("client-start", exc)
@@ -367,6 +390,19 @@ class ClientCall:
             attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = original
         if self.port is not None:
             attributes[semconv.SERVER_PORT] = self.port
+        plan = self.plan
+        if plan.capture_client_request:
+            attributes.update(
+                _capture.from_carrier(
+                    request.headers,
+                    headers_getter,
+                    plan.capture_client_request,
+                    plan.redact,
+                    semconv.REQUEST_HEADER_PREFIX,
+                )
+            )
+        if plan.semconv_dup:
+            semconv.duplicate_client(attributes)
         return attributes
 
     def next_attempt(self, headers: Headers | None = None) -> ClientCall:
@@ -409,8 +445,12 @@ class ClientCall:
         response: object,
         *,
         hook: bool = True,
+        headers: Any = None,
     ) -> None:
-        """Record the response status (4xx and 5xx are errors) and call the response hook."""
+        """Record the response status (4xx and 5xx are errors) and call the response hook.
+
+        ``headers``: the response's header mapping, for ``capture_client_response_headers``.
+        """
         span = self.span
         if span is None or not self.recording:
             return
@@ -421,6 +461,19 @@ class ClientCall:
             if status_code >= 400:
                 attributes[semconv.ERROR_TYPE] = str(status_code)
                 span.set_status(_ERROR)
+            plan = self.plan
+            if plan.capture_client_response and headers is not None:
+                attributes.update(
+                    _capture.from_carrier(
+                        headers,
+                        headers_getter,
+                        plan.capture_client_response,
+                        plan.redact,
+                        semconv.RESPONSE_HEADER_PREFIX,
+                    )
+                )
+            if plan.semconv_dup:
+                semconv.duplicate_client(attributes)
             span.set_attributes(attributes)
         except Exception as exc:
             fault("client-response", exc)

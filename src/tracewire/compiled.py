@@ -30,7 +30,15 @@ from tracewire.propagation import NONE, CompositePropagator, resolve
 from tracewire.settings import Settings
 from tracewire.trust import InboundPolicy
 
-__all__ = ["SETTINGS_KEY", "Compiled", "compile_settings", "format_family", "settings_in"]
+__all__ = [
+    "SETTINGS_KEY",
+    "Compiled",
+    "HeaderSet",
+    "Named",
+    "compile_settings",
+    "format_family",
+    "settings_in",
+]
 
 # The compiled settings of the middleware serving the current request.
 SETTINGS_KEY = create_key("tracewire-settings")

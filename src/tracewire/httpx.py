@@ -59,7 +59,9 @@ def _client_tracer(
     tracer_provider: TracerProvider | None,
 ) -> ClientTracer:
     check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
-    return tracer if tracer is not None else ClientTracer(settings, tracer_provider=tracer_provider)
+    if tracer is not None:
+        return tracer
+    return ClientTracer(settings, tracer_provider=tracer_provider, library="HTTPX")
 
 
 _NAMES = httpx.Headers.keys  # lowercase names already
@@ -104,7 +106,7 @@ def _respond(call: ClientCall, response: httpx.Response) -> None:
     version = _VERSIONS.get(raw) if isinstance(raw, bytes) else None
     if version is None:
         version = protocol_version(raw)
-    call.respond(response.status_code, version, response)
+    call.respond(response.status_code, version, response, headers=response.headers)
 
 
 class _TracedStream(httpx.SyncByteStream):
@@ -335,7 +337,7 @@ def instrument(
     Idempotent: calling it again only replaces the settings and provider used for clients
     created afterwards. Clients made before are not touched (use :func:`instrument_client`).
     """
-    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider))
+    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider, library="HTTPX"))
 
 
 def uninstrument() -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "EXCLUDED_URLS",
     "FRAMEWORKS",
     "OTEL_PROPAGATORS",
+    "SANITIZE",
     "SEMCONV_OPT_IN",
     "SEMCONV_VALUES",
     "excluded_urls_variable",

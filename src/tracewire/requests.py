@@ -151,7 +151,7 @@ class TracewireAdapter(BaseAdapter):
         self.tracer = (
             tracer
             if tracer is not None
-            else ClientTracer(settings, tracer_provider=tracer_provider)
+            else ClientTracer(settings, tracer_provider=tracer_provider, library="REQUESTS")
         )
         # pool manager -> the pool classes it had, for unwrap()
         self._managers: list[tuple[Any, dict[str, type[Any]]]] = []
@@ -221,7 +221,7 @@ class TracewireAdapter(BaseAdapter):
                 self._trace_managers()
         final = exchange.call
         version = protocol_version(getattr(response.raw, "version", None))
-        final.respond(response.status_code, version, response)
+        final.respond(response.status_code, version, response, headers=response.headers)
         return _bind(response, final)
 
     def _start(self, request: requests.PreparedRequest) -> ClientCall | None:
@@ -285,7 +285,7 @@ def instrument_session(
         raise TypeError(f"session must be a requests.Session, got {type(session).__name__}")
     check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
     if tracer is None:
-        tracer = ClientTracer(settings, tracer_provider=tracer_provider)
+        tracer = ClientTracer(settings, tracer_provider=tracer_provider, library="REQUESTS")
     adapters = session.adapters
     for prefix, adapter in list(adapters.items()):
         if not isinstance(adapter, TracewireAdapter):
@@ -320,7 +320,7 @@ def instrument(
     Idempotent: calling it again only replaces the settings and provider used for sessions
     created afterwards. Sessions made before are not touched (use :func:`instrument_session`).
     """
-    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider))
+    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider, library="REQUESTS"))
 
 
 def uninstrument() -> None:

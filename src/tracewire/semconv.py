@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 __all__ = [
     "BAGGAGE_PREFIX",
@@ -61,6 +62,28 @@ BAGGAGE_PREFIX = "baggage."
 PROPAGATION_FORMAT = "tracewire.propagation.format"
 PARENT_SOURCE = "tracewire.parent.source"  # header:<format> | none | invalid:<format> | ...
 POLICY_RULE = "tracewire.policy.rule"  # the incoming rule that decided, in its text form
+
+# The names before the HTTP conventions were stable (v1.20 and earlier), added next to the
+# stable ones with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup, for dashboards not yet migrated.
+OLD_SERVER_NAMES = {
+    HTTP_REQUEST_METHOD: "http.method",
+    URL_SCHEME: "http.scheme",
+    SERVER_ADDRESS: "net.host.name",
+    SERVER_PORT: "net.host.port",
+    CLIENT_ADDRESS: "net.peer.ip",
+    USER_AGENT_ORIGINAL: "http.user_agent",
+    NETWORK_PROTOCOL_VERSION: "http.flavor",
+    HTTP_RESPONSE_STATUS_CODE: "http.status_code",
+}
+OLD_CLIENT_NAMES = {
+    HTTP_REQUEST_METHOD: "http.method",
+    URL_FULL: "http.url",
+    SERVER_ADDRESS: "net.peer.name",
+    SERVER_PORT: "net.peer.port",
+    NETWORK_PROTOCOL_VERSION: "http.flavor",
+    HTTP_RESPONSE_STATUS_CODE: "http.status_code",
+}
+OLD_TARGET = "http.target"
 
 OTHER_METHOD = "_OTHER"
 KNOWN_METHODS = frozenset(
@@ -124,3 +147,23 @@ def redact_query(query: str, keys: frozenset[str]) -> str:
             params[i] = f"{key}={REDACTED}"
             changed = True
     return "&".join(params) if changed else query
+
+
+def duplicate_server(attributes: dict[str, Any]) -> None:
+    """Add the pre-stable names of the SERVER attributes present (``http/dup``)."""
+    _duplicate(attributes, OLD_SERVER_NAMES)
+    path = attributes.get(URL_PATH)
+    if path is not None:
+        query = attributes.get(URL_QUERY)
+        attributes[OLD_TARGET] = f"{path}?{query}" if query else path
+
+
+def duplicate_client(attributes: dict[str, Any]) -> None:
+    """Add the pre-stable names of the CLIENT attributes present (``http/dup``)."""
+    _duplicate(attributes, OLD_CLIENT_NAMES)
+
+
+def _duplicate(attributes: dict[str, Any], names: dict[str, str]) -> None:
+    for new, old in names.items():
+        if new in attributes:
+            attributes[old] = attributes[new]

@@ -284,6 +284,8 @@ def _more(
         )
     if plan.baggage_attributes:
         _baggage(attributes, inbound.context, plan)
+    if plan.semconv_dup:
+        semconv.duplicate_server(attributes)
 
 
 def _baggage(attributes: Attributes, context: Context, plan: Compiled) -> None:
@@ -352,6 +354,8 @@ class ServerCall:
 
     def _record_response(self, span: Span, status: int, headers: Any) -> None:
         attributes: Attributes = {semconv.HTTP_RESPONSE_STATUS_CODE: status}
+        if self.plan.semconv_dup:
+            semconv.duplicate_server(attributes)
         if status >= 500:
             attributes[semconv.ERROR_TYPE] = str(status)
             span.set_status(_ERROR)

@@ -44,6 +44,19 @@ from tracewire._log import warn_limited
 from tracewire.propagators import INVALID_KEY
 from tracewire.propagators._hex import first, is_lower_hex, single
 
+__all__ = [
+    "DEBUG_KEY",
+    "DEFER_KEY",
+    "FLAGS",
+    "SAMPLED",
+    "SINGLE",
+    "SPAN_ID",
+    "TRACE_ID",
+    "B3Propagator",
+    "parse_multi",
+    "parse_single",
+]
+
 SINGLE = "b3"
 TRACE_ID = "x-b3-traceid"
 SPAN_ID = "x-b3-spanid"

@@ -39,6 +39,18 @@ from opentelemetry.propagators.textmap import (
 
 from tracewire._log import warn_limited
 
+__all__ = [
+    "BAGGAGE",
+    "MAX_HEADER_BYTES",
+    "MAX_MEMBERS",
+    "PROPERTIES_KEY",
+    "BaggagePropagator",
+    "Properties",
+    "format_baggage",
+    "parse_baggage",
+    "parse_members",
+]
+
 BAGGAGE = "baggage"
 
 # The grammar's maximum number of members (list-member 0*179( OWS "," OWS list-member )); the

@@ -47,6 +47,22 @@ from tracewire._log import warn_limited
 from tracewire.propagators import INVALID_KEY
 from tracewire.propagators._hex import single
 
+__all__ = [
+    "FLAG_RANDOM",
+    "FLAG_SAMPLED",
+    "MAX_TRACEPARENT_LENGTH",
+    "MAX_TRACESTATE_LENGTH",
+    "MAX_TRACESTATE_MEMBERS",
+    "RANDOM_TRACE_ID_KEY",
+    "TRACEPARENT",
+    "TRACEPARENT_LENGTH",
+    "TRACESTATE",
+    "TraceContextPropagator",
+    "format_tracestate",
+    "parse_traceparent",
+    "parse_tracestate",
+]
+
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 
