@@ -7,6 +7,7 @@ from typing import Any
 
 from asgiref.compatibility import guarantee_single_callable
 from opentelemetry.context import attach, detach
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from tracewire._instrument import fault
@@ -162,6 +163,8 @@ class TracewireMiddleware:
         settings: a ``tracewire.Settings``; default: the process default
             (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: the OpenTelemetry ``TracerProvider``; default the global one.
+        meter_provider: the ``MeterProvider`` for the HTTP server metrics; default the global
+            one (metrics are recorded once an SDK provider is set).
         route: ``route(scope) -> str | None`` giving the matched route template for the span
             name; the default reads ``scope["tracewire.route"]``, else Starlette's and
             FastAPI's routing result.
@@ -177,6 +180,7 @@ class TracewireMiddleware:
         settings: Settings | SettingsSource | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         route: RouteOf | None = None,
         **overrides: Any,
     ) -> None:
@@ -189,7 +193,7 @@ class TracewireMiddleware:
             if isinstance(settings, SettingsSource)
             else SettingsSource(settings, overrides)
         )
-        self._tracer = ServerTracer(source, tracer_provider)
+        self._tracer = ServerTracer(source, tracer_provider, meter_provider)
 
     @property
     def settings(self) -> Settings:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 from opentelemetry.context import Context, create_key, get_current, set_value
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import (
     Span,
@@ -50,6 +51,7 @@ from tracewire.carriers import headers_getter, headers_setter
 from tracewire.compiled import Compiled, settings_in
 from tracewire.defaults import SettingsSource
 from tracewire.matching import PathMatcher
+from tracewire.metrics import ClientMetrics, now
 from tracewire.outbound import Destination
 from tracewire.settings import Settings
 
@@ -220,6 +222,9 @@ class ClientTracer:
             (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: where spans go; ``None`` means the global provider (resolved when
             the first span starts, so the provider may be set after this object is built).
+        meter_provider: where ``http.client.request.duration`` goes; ``None``: the global one.
+        library: the contrib name of the HTTP library (``HTTPX``, ``REQUESTS``), whose
+            ``OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS`` then applies.
     """
 
     def __init__(
@@ -227,10 +232,12 @@ class ClientTracer:
         settings: Settings | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         library: str | None = None,
     ) -> None:
         self.source = SettingsSource(settings)
         self.tracer = make_tracer(tracer_provider)
+        self.metrics = ClientMetrics(meter_provider)
         self.unsampled = UnsampledChildren(self.tracer)
         # The library's own OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS (the contrib packages'), which
         # replaces the generic exclusions unless code or TRACEWIRE_* chose them.
@@ -316,6 +323,7 @@ class ClientCall:
         "recording",
         "request",
         "span",
+        "started",
         "tracer",
     )
 
@@ -338,10 +346,19 @@ class ClientCall:
         self.ended = False
         self.injected: list[str] = []
         self.context: Context | None = None
+        # When the attempt started, if its duration is measured (sampled or not).
+        self.started: float | None = None
+
+    @property
+    def measuring(self) -> bool:
+        """Whether the adapter must report the response for the duration metric."""
+        return self.started is not None
 
     # --------------------------------------------------------------------------------- start
     def open(self) -> ClientCall:
         """Start the span and inject; used for the first attempt and for each retry."""
+        if self.own_span and self.tracer.metrics.gate.open():
+            self.started = now()
         ctx = self.parent
         if self.own_span:
             try:
@@ -451,6 +468,8 @@ class ClientCall:
 
         ``headers``: the response's header mapping, for ``capture_client_response_headers``.
         """
+        if self.started is not None:
+            self._measure(status_code, protocol_version, None)
         span = self.span
         if span is None or not self.recording:
             return
@@ -481,11 +500,37 @@ class ClientCall:
         if hook and response_hook is not None:
             response_hook(span, self.request.native, response)
 
+    def _measure(self, status: int, protocol: str | None, exc: BaseException | None) -> None:
+        """Record the attempt's duration, once (at its response, or at its failure)."""
+        started, self.started = self.started, None
+        if started is None:
+            return
+        request = self.request
+        attributes: Attributes = {
+            semconv.HTTP_REQUEST_METHOD: semconv.normalize_method(request.method)[0],
+            semconv.URL_SCHEME: request.scheme,
+        }
+        if request.host:
+            attributes[semconv.SERVER_ADDRESS] = request.host
+        if self.port is not None:
+            attributes[semconv.SERVER_PORT] = self.port
+        if status:
+            attributes[semconv.HTTP_RESPONSE_STATUS_CODE] = status
+        if protocol:
+            attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol
+        if exc is not None:
+            attributes[semconv.ERROR_TYPE] = error_type(exc)
+        elif status >= 400:
+            attributes[semconv.ERROR_TYPE] = str(status)
+        self.tracer.metrics.record(started, attributes)
+
     def end(self, exc: BaseException | None = None) -> None:
         """End the span (once; later calls do nothing); ``exc`` makes it an error."""
         if self.ended:
             return
         self.ended = True
+        if self.started is not None:  # no response came
+            self._measure(0, None, exc)
         span = self.span
         if span is None or not self.recording:
             return

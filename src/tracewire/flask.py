@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from tracewire._framework import ConfigSource, framework_settings, framework_values
@@ -59,6 +60,7 @@ class Tracewire:
         app: the Flask app (optional; see ``init_app``).
         settings: a ``tracewire.Settings`` used for every app, instead of ``app.config``.
         tracer_provider: the OpenTelemetry ``TracerProvider``; default the global one.
+        meter_provider: the ``MeterProvider`` for the HTTP server metrics; default the global.
     """
 
     def __init__(
@@ -67,10 +69,12 @@ class Tracewire:
         settings: Settings | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         check_type("settings", settings, Settings, "a tracewire.Settings")
         self.settings = settings
         self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
         if app is not None:
             self.init_app(app)
 
@@ -87,7 +91,10 @@ class Tracewire:
             values, labels = framework_values(app.config, FLASK_CONFIG)
             source = SettingsSource(None, values, labels, frameworks=("FLASK",))
         middleware = TracewireWSGIMiddleware(
-            app.wsgi_app, source, tracer_provider=self.tracer_provider
+            app.wsgi_app,
+            source,
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
         )
         app.wsgi_app = middleware
         # First in line, so an earlier before_request that answers early still names the span.

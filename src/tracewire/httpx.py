@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 from opentelemetry.context import Context, attach, detach
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from tracewire._instrument import check_type
@@ -57,11 +58,14 @@ def _client_tracer(
     tracer: ClientTracer | None,
     settings: Settings | None,
     tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None = None,
 ) -> ClientTracer:
     check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
     if tracer is not None:
         return tracer
-    return ClientTracer(settings, tracer_provider=tracer_provider, library="HTTPX")
+    return ClientTracer(
+        settings, tracer_provider=tracer_provider, meter_provider=meter_provider, library="HTTPX"
+    )
 
 
 _NAMES = httpx.Headers.keys  # lowercase names already
@@ -91,6 +95,8 @@ def _sent(call: ClientCall, token: Token[Context] | None) -> None:
 def _follow(call: ClientCall, response: httpx.Response, streams: type, traced: type) -> None:
     """Describe the response; the span ends with its body (now, if it is already read)."""
     if not call.recording:  # a non-recording span has nothing to end or describe
+        if call.measuring:
+            _respond(call, response)
         return
     _respond(call, response)
     stream = response.stream
@@ -176,6 +182,7 @@ class TracewireTransport(httpx.BaseTransport):
         settings: a :class:`~tracewire.Settings`; ``None``: the serving middleware's, else the
             process default (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: where spans go; ``None`` means the global provider.
+        meter_provider: where ``http.client.request.duration`` goes; default the global one.
         tracer: a :class:`~tracewire.client.ClientTracer` to share between transports
             (then ``settings`` and ``tracer_provider`` are not used).
     """
@@ -186,6 +193,7 @@ class TracewireTransport(httpx.BaseTransport):
         settings: Settings | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         tracer: ClientTracer | None = None,
     ) -> None:
         if transport is None:
@@ -195,7 +203,7 @@ class TracewireTransport(httpx.BaseTransport):
                 f"transport must be an httpx.BaseTransport, got {type(transport).__name__}"
             )
         self.transport = transport
-        self.tracer = _client_tracer(tracer, settings, tracer_provider)
+        self.tracer = _client_tracer(tracer, settings, tracer_provider, meter_provider)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         call, token = _start(self.tracer, request)
@@ -230,6 +238,7 @@ class AsyncTracewireTransport(httpx.AsyncBaseTransport):
             ``httpx.AsyncHTTPTransport()``.
         settings: a :class:`~tracewire.Settings`; ``None``: as for :class:`TracewireTransport`.
         tracer_provider: where spans go; ``None`` means the global provider.
+        meter_provider: where ``http.client.request.duration`` goes; default the global one.
         tracer: a :class:`~tracewire.client.ClientTracer` to share between transports.
     """
 
@@ -239,6 +248,7 @@ class AsyncTracewireTransport(httpx.AsyncBaseTransport):
         settings: Settings | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         tracer: ClientTracer | None = None,
     ) -> None:
         if transport is None:
@@ -248,7 +258,7 @@ class AsyncTracewireTransport(httpx.AsyncBaseTransport):
                 f"transport must be an httpx.AsyncBaseTransport, got {type(transport).__name__}"
             )
         self.transport = transport
-        self.tracer = _client_tracer(tracer, settings, tracer_provider)
+        self.tracer = _client_tracer(tracer, settings, tracer_provider, meter_provider)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         call, token = _start(self.tracer, request)
@@ -288,6 +298,7 @@ def instrument_client(
     settings: Settings | None = None,
     *,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
     tracer: ClientTracer | None = None,
 ) -> AnyClient:
     """Trace an existing ``httpx.Client`` or ``AsyncClient``; returns the same client.
@@ -297,7 +308,7 @@ def instrument_client(
     """
     if not isinstance(client, httpx.Client | httpx.AsyncClient):
         raise TypeError(f"client must be an httpx.Client or AsyncClient, got {client!r}")
-    tracer = _client_tracer(tracer, settings, tracer_provider)
+    tracer = _client_tracer(tracer, settings, tracer_provider, meter_provider)
     is_async = isinstance(client, httpx.AsyncClient)
     # httpx has no public way to reach a client's transports once it is built.
     client._transport = _wrap(client._transport, tracer, is_async)
@@ -330,14 +341,17 @@ _switch = GlobalSwitch(
 
 
 def instrument(
-    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> None:
     """Trace every ``httpx.Client`` and ``AsyncClient`` created from now on.
 
     Idempotent: calling it again only replaces the settings and provider used for clients
     created afterwards. Clients made before are not touched (use :func:`instrument_client`).
     """
-    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider, library="HTTPX"))
+    _switch.on(_client_tracer(None, settings, tracer_provider, meter_provider))
 
 
 def uninstrument() -> None:

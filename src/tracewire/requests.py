@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 from opentelemetry.context import attach, detach, set_value
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from requests.adapters import BaseAdapter, HTTPAdapter
 
@@ -106,6 +107,16 @@ def _bind(response: requests.Response, call: ClientCall) -> requests.Response:
     return response
 
 
+def _client_tracer(
+    settings: Settings | None,
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None,
+) -> ClientTracer:
+    return ClientTracer(
+        settings, tracer_provider=tracer_provider, meter_provider=meter_provider, library="REQUESTS"
+    )
+
+
 def _header_names(headers: Any) -> Collection[str]:
     # CaseInsensitiveDict keeps its entries in a dict keyed by lowercase name.
     store = getattr(headers, "_store", None)
@@ -127,6 +138,7 @@ class TracewireAdapter(BaseAdapter):
         settings: a :class:`~tracewire.Settings`; ``None``: the serving middleware's, else the
             process default (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: where spans go; ``None`` means the global provider.
+        meter_provider: where ``http.client.request.duration`` goes; default the global one.
         tracer: a :class:`~tracewire.client.ClientTracer` to share between adapters.
 
     Attributes the wrapped adapter has (``max_retries``, ``poolmanager``, ...) are readable
@@ -139,6 +151,7 @@ class TracewireAdapter(BaseAdapter):
         settings: Settings | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         tracer: ClientTracer | None = None,
     ) -> None:
         super().__init__()
@@ -151,7 +164,7 @@ class TracewireAdapter(BaseAdapter):
         self.tracer = (
             tracer
             if tracer is not None
-            else ClientTracer(settings, tracer_provider=tracer_provider, library="REQUESTS")
+            else _client_tracer(settings, tracer_provider, meter_provider)
         )
         # pool manager -> the pool classes it had, for unwrap()
         self._managers: list[tuple[Any, dict[str, type[Any]]]] = []
@@ -193,9 +206,15 @@ class TracewireAdapter(BaseAdapter):
         if not call.recording:
             # Nothing to describe or end, and no retry of it would be exported.
             try:
-                return self.adapter.send(request, **options)
+                response = self.adapter.send(request, **options)
+            except BaseException as exc:
+                call.end(exc)
+                raise
             finally:
                 call.cleanup()
+            if call.measuring:
+                call.respond(response.status_code, None, response)
+            return response
         return self._send_traced(call, request, options)
 
     def _send_traced(
@@ -273,6 +292,7 @@ def instrument_session(
     settings: Settings | None = None,
     *,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
     tracer: ClientTracer | None = None,
 ) -> requests.Session:
     """Trace one ``requests.Session``; returns the same session.
@@ -285,7 +305,7 @@ def instrument_session(
         raise TypeError(f"session must be a requests.Session, got {type(session).__name__}")
     check_type("tracer", tracer, ClientTracer, "a tracewire.client.ClientTracer")
     if tracer is None:
-        tracer = ClientTracer(settings, tracer_provider=tracer_provider, library="REQUESTS")
+        tracer = _client_tracer(settings, tracer_provider, meter_provider)
     adapters = session.adapters
     for prefix, adapter in list(adapters.items()):
         if not isinstance(adapter, TracewireAdapter):
@@ -313,14 +333,17 @@ _switch = GlobalSwitch(
 
 
 def instrument(
-    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> None:
     """Trace every ``requests.Session`` created from now on, and so ``requests.get`` & co.
 
     Idempotent: calling it again only replaces the settings and provider used for sessions
     created afterwards. Sessions made before are not touched (use :func:`instrument_session`).
     """
-    _switch.on(ClientTracer(settings, tracer_provider=tracer_provider, library="REQUESTS"))
+    _switch.on(_client_tracer(settings, tracer_provider, meter_provider))
 
 
 def uninstrument() -> None:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from opentelemetry.baggage import get_baggage
 from opentelemetry.context import Context, set_value
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import (
     Span,
@@ -44,6 +45,7 @@ from tracewire.authority import effective_port, parse_authority
 from tracewire.compiled import Compiled
 from tracewire.defaults import SettingsSource
 from tracewire.matching import ORIGIN_KEY, Origin
+from tracewire.metrics import ServerMetrics, now
 from tracewire.propagation import Extracted
 from tracewire.trust import Inbound
 
@@ -152,9 +154,15 @@ class ServerTracer:
         tracer_provider: the OpenTelemetry ``TracerProvider``; ``None`` means the global one.
     """
 
-    def __init__(self, source: SettingsSource, tracer_provider: TracerProvider | None) -> None:
+    def __init__(
+        self,
+        source: SettingsSource,
+        tracer_provider: TracerProvider | None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         self.source = source
         self.tracer = make_tracer(tracer_provider)
+        self.metrics = ServerMetrics(meter_provider)
         self._unsampled = UnsampledChildren(self.tracer)
 
     def plan(self) -> Compiled:
@@ -181,7 +189,11 @@ class ServerTracer:
         except Exception as exc:
             fault("start", exc)
             return ServerCall(plan, view, extracted.context, None)
-        return ServerCall(plan, view, set_span_in_context(span, ctx), span)
+        call = ServerCall(plan, view, set_span_in_context(span, ctx), span)
+        active = self.metrics.started(view.method, view.scheme)
+        if active is not None:
+            call.measure(self.metrics, active)
+        return call
 
     @staticmethod
     def _extract(view: RequestView, plan: Compiled) -> Extracted:
@@ -307,13 +319,16 @@ class ServerCall:
     """
 
     __slots__ = (
+        "active",
         "context",
         "ended",
+        "metrics",
         "observing",
         "plan",
         "recording",
         "sent_at",
         "span",
+        "started",
         "status",
         "view",
     )
@@ -330,6 +345,15 @@ class ServerCall:
         self.status = 0
         self.sent_at: int | None = None
         self.ended = not self.recording  # a non-recording span has nothing to end
+        self.metrics: ServerMetrics | None = None
+        self.active: Attributes | None = None
+        self.started = 0.0
+
+    def measure(self, metrics: ServerMetrics, active: Attributes) -> None:
+        """Record this request's HTTP metrics too (sampled or not)."""
+        self.metrics, self.active, self.started = metrics, active, now()
+        self.ended = False
+        self.observing = True
 
     def response_started(self, status: int, headers: Any) -> list[tuple[str, str]]:
         """Record the status (a SERVER span is an error for 5xx, not 4xx); return the
@@ -416,9 +440,15 @@ class ServerCall:
         span = self.span
         if span is None:
             return
+        route = self._route()
+        if self.metrics is not None and self.active is not None:
+            self.metrics.finished(self.active, self.started, self._outcome(route, exc))
         try:
             if self.recording:
-                self._name_after_route(span)
+                if route:
+                    name, _ = semconv.normalize_method(self.view.method)
+                    span.update_name(f"{name} {route}")
+                    span.set_attribute(semconv.HTTP_ROUTE, route)
                 if exc is not None:
                     span.record_exception(exc, timestamp=self.sent_at)
                     span.set_attribute(semconv.ERROR_TYPE, semconv.qualified_name(exc))
@@ -427,17 +457,29 @@ class ServerCall:
         except Exception as fault_exc:
             fault("end", fault_exc)
 
-    def _name_after_route(self, span: Span) -> None:
+    def _route(self) -> str | None:
         view = self.view
         try:
-            route = view.route_of(view.native)
+            return view.route_of(view.native)
         except Exception as exc:  # a user-supplied route_of
             fault("route", exc)
-            return
+            return None
+
+    def _outcome(self, route: str | None, exc: BaseException | None) -> Attributes:
+        """The metric attributes known once the request is over."""
+        status = self.status
+        outcome: Attributes = {}
+        if status:
+            outcome[semconv.HTTP_RESPONSE_STATUS_CODE] = status
         if route:
-            name, _ = semconv.normalize_method(view.method)
-            span.update_name(f"{name} {route}")
-            span.set_attribute(semconv.HTTP_ROUTE, route)
+            outcome[semconv.HTTP_ROUTE] = route
+        if self.view.protocol:
+            outcome[semconv.NETWORK_PROTOCOL_VERSION] = self.view.protocol
+        if exc is not None:
+            outcome[semconv.ERROR_TYPE] = semconv.qualified_name(exc)
+        elif status >= 500:
+            outcome[semconv.ERROR_TYPE] = str(status)
+        return outcome
 
 
 _ALLOW_ORIGIN = "access-control-allow-origin"

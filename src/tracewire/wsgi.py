@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any, Optional
 
 from opentelemetry.context import attach, detach
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from tracewire._instrument import fault
@@ -221,6 +222,8 @@ class TracewireWSGIMiddleware:
         settings: a ``tracewire.Settings``; default: the process default
             (``tracewire.configure``), else ``Settings.from_env()``.
         tracer_provider: the OpenTelemetry ``TracerProvider``; default the global one.
+        meter_provider: the ``MeterProvider`` for the HTTP server metrics; default the global
+            one (metrics are recorded once an SDK provider is set).
         route: ``route(environ) -> str | None`` giving the matched route template for the span
             name, called when the response is done; the default reads ``environ[ROUTE_KEY]``,
             which ``tracewire.flask`` sets.
@@ -235,6 +238,7 @@ class TracewireWSGIMiddleware:
         settings: Settings | SettingsSource | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
         route: RouteOf | None = None,
         **overrides: Any,
     ) -> None:
@@ -249,7 +253,7 @@ class TracewireWSGIMiddleware:
             if isinstance(settings, SettingsSource)
             else SettingsSource(settings, overrides)
         )
-        self._tracer = ServerTracer(source, tracer_provider)
+        self._tracer = ServerTracer(source, tracer_provider, meter_provider)
 
     @property
     def settings(self) -> Settings:
