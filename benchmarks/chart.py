@@ -115,6 +115,10 @@ def draw(report: dict[str, Any], path: Path) -> Path:
         ax.legend(fontsize=8)
     for ax in flat[panels:]:
         ax.axis("off")
+    if panels < len(flat):
+        flat[panels].text(
+            0.0, 1.0, budget_text(report), va="top", ha="left", family="monospace", fontsize=9
+        )
     env = report.get("environment", {})
     args = report.get("arguments", {})
     budget = report.get("summary", {})
@@ -131,6 +135,43 @@ def draw(report: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def budget_text(report: dict[str, Any]) -> str:
+    """The budget's verdicts by group, for the chart's spare panel."""
+    groups: dict[str, list[str]] = {}
+    clients = {"httpx client", "httpx async client", "requests client"}
+    for line in report.get("budget", []):
+        where, _, mode = line["key"].partition("|")
+        if where == "e2e":
+            group = "uvicorn end to end, req/s >= 0.90x floor"
+        elif where == "memory":
+            group = "memory, 100,000 requests per variant"
+        elif where in clients:
+            group = (
+                "clients sampled, <= 1.5x client floor"
+                if mode == "sampled"
+                else "clients not sampled, <= 2x client floor"
+            )
+        else:
+            group = (
+                "servers sampled, <= 1.5x SDK floor"
+                if mode == "sampled"
+                else "servers not recorded, <= 2x floor"
+            )
+        groups.setdefault(group, []).append(line["verdict"])
+    rows = ["Budget of issue 11 (lines passing / lines)", ""]
+    for group, verdicts in groups.items():
+        rows.append(f"{verdicts.count('PASS'):>2} / {len(verdicts):<2}  {group}")
+    env = report.get("environment", {})
+    load = (env.get("wrk") or "benchmarks.loadgen").split(" Copyright")[0]
+    rows += [
+        "",
+        f"load average {env.get('load_average_at_start')} -> {env.get('load_average_at_end')}",
+        f"nproc {env.get('nproc')}, {env.get('platform', '')[:40]}",
+        f"uvicorn {env.get('versions', {}).get('uvicorn')}, load: {load}",
+    ]
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

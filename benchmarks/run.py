@@ -97,7 +97,7 @@ def _wrk_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     text = (done.stdout or done.stderr).strip().splitlines()
-    return text[0] if text else None
+    return text[0].split(" Copyright")[0] if text else None
 
 
 def environment() -> dict[str, Any]:
