@@ -114,6 +114,16 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) 
     raise TimeoutError(f"e2e server did not listen on {port} within {timeout}s")
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (Linux ``/proc``), or ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _get(port: int, path: str) -> tuple[int, bytes]:
     import http.client
 
@@ -223,10 +233,18 @@ def _run_mode(
 
         def one(name: str, duration: float) -> LoadResult:
             path = f"/{PREFIX[name]}{PATH}?{QUERY}"
+            before = _cpu_seconds(proc.pid)
             if load == "wrk":
-                return wrk_run(f"http://{HOST}:{port}{path}", headers, connections, duration)
-            assert generator is not None
-            return generator.run(path, headers, connections, duration)
+                result = wrk_run(f"http://{HOST}:{port}{path}", headers, connections, duration)
+            else:
+                assert generator is not None
+                result = generator.run(path, headers, connections, duration)
+            after = _cpu_seconds(proc.pid)
+            if before is not None and after is not None and result.requests:
+                # The server's own CPU per request: what the middleware costs it, whatever
+                # share of the machine it got (req/s depends on that share).
+                result.server_cpu_us = (after - before) / result.requests * 1e6
+            return result
 
         for name, _ in E2E_VARIANTS:  # a short warm-up under load
             one(name, min(1.0, seconds))
@@ -254,12 +272,18 @@ def _run_mode(
             "rps": round(statistics.median(r.rps for r in runs), 1),
             "p50_ms": round(statistics.median(r.p50_ms for r in runs), 3),
             "p99_ms": round(statistics.median(r.p99_ms for r in runs), 3),
+            "server_cpu_us_per_request": _median_or_none([r.server_cpu_us for r in runs]),
             "rounds": [r.as_dict() for r in runs],
         }
 
     def ratio(a: str, b: str) -> float | None:
         x, y = variants[a]["rps"], variants[b]["rps"]
         return round(x / y, 4) if y else None
+
+    def cpu_overhead(name: str) -> float | None:
+        x = variants[name]["server_cpu_us_per_request"]
+        y = variants["bare"]["server_cpu_us_per_request"]
+        return None if x is None or y is None else round(x - y, 2)
 
     notes = [
         f"uvicorn 1 worker, {app_name} app; {processor} span processor; "
@@ -289,9 +313,18 @@ def _run_mode(
         "floor_vs_bare_rps": ratio("sdk floor", "bare"),
         "contrib_vs_bare_rps": ratio("contrib", "bare"),
         "tracewire_vs_contrib_rps": ratio("tracewire", "contrib"),
+        # Not graded: the server's CPU per request over bare, a steadier view on a busy machine.
+        "server_cpu_overhead_us": {
+            name: cpu_overhead(name) for name, _ in E2E_VARIANTS if name != "bare"
+        },
         "exported_spans": exported,
         "notes": notes,
     }
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 2) if known else None
 
 
 def print_e2e(results: Sequence[dict[str, Any]], out: Any = None) -> None:
@@ -300,16 +333,17 @@ def print_e2e(results: Sequence[dict[str, Any]], out: Any = None) -> None:
         print(f"\n== {result['suite']} | {result['mode']}: {result['mode_text']}", file=out)
         print(
             f"{'variant':<12} {'req/s':>9} {'x bare':>7} {'x floor':>8} {'p50 ms':>8} "
-            f"{'p99 ms':>8}",
+            f"{'p99 ms':>8} {'server CPU us/req':>18}",
             file=out,
         )
         v = result["variants"]
         for name, data in v.items():
             xb = data["rps"] / v["bare"]["rps"] if v["bare"]["rps"] else float("nan")
             xf = data["rps"] / v["sdk floor"]["rps"] if v["sdk floor"]["rps"] else float("nan")
+            cpu = data.get("server_cpu_us_per_request")
             print(
                 f"{name:<12} {data['rps']:>9.0f} {xb:>7.3f} {xf:>8.3f} {data['p50_ms']:>8.2f} "
-                f"{data['p99_ms']:>8.2f}",
+                f"{data['p99_ms']:>8.2f} {'' if cpu is None else f'{cpu:.1f}':>18}",
                 file=out,
             )
         print(f"   exported spans: {result['exported_spans']}", file=out)

@@ -119,9 +119,11 @@ class LoadResult:
     p99_ms: float
     errors: int
     generator_cpu_share: float  # the busiest worker's CPU time / the window
+    server_cpu_us: float | None = None  # filled in by the e2e run: server CPU per request
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "server_cpu_us": None if self.server_cpu_us is None else round(self.server_cpu_us, 2),
             "requests": self.requests,
             "rps": round(self.rps, 1),
             "p50_ms": round(self.p50_ms, 3),

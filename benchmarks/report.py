@@ -256,17 +256,19 @@ def suites_markdown(suites: Sequence[SuiteResult]) -> str:
 
 def e2e_markdown(results: Sequence[dict[str, Any]]) -> str:
     rows = [
-        "| mode | variant | req/s | x bare | x SDK floor | p50 ms | p99 ms |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| mode | variant | req/s | x bare | x SDK floor | p50 ms | p99 ms | server CPU µs/req |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
         v = result["variants"]
         for name, data in v.items():
             xb = data["rps"] / v["bare"]["rps"] if v["bare"]["rps"] else float("nan")
             xf = data["rps"] / v["sdk floor"]["rps"] if v["sdk floor"]["rps"] else float("nan")
+            cpu = data.get("server_cpu_us_per_request")
             rows.append(
                 f"| {result['mode']} | {name} | {data['rps']:.0f} | {xb:.3f} | {xf:.3f} "
-                f"| {data['p50_ms']:.2f} | {data['p99_ms']:.2f} |"
+                f"| {data['p50_ms']:.2f} | {data['p99_ms']:.2f} "
+                f"| {'-' if cpu is None else f'{cpu:.1f}'} |"
             )
     return "\n".join(rows) + "\n"
 
@@ -288,3 +290,58 @@ def memory_markdown(results: Sequence[dict[str, Any]]) -> str:
             f"| {traced} | {g['rss_bytes'] / 1024:+,.0f} | {verdict} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def budget_grid_markdown(budget: Sequence[dict[str, Any]]) -> str:
+    """The budget as one compact grid (suites x modes), from a run's JSON ``budget`` list."""
+    by_key = {line["key"]: line for line in budget}
+    heads = ["sampled", *NOT_RECORDED]
+    rows = [
+        "| suite | sampled, limit 1.5x | unsampled parent, 2x | ALWAYS_OFF, 2x "
+        "| TraceIdRatioBased off, 2x |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+    def cell(line: dict[str, Any] | None, unit: str) -> str:
+        if line is None or line["verdict"] == "NOT RUN":
+            return "not run"
+        value = "-" if line["value"] is None else f"{line['value']:.2f}{unit}"
+        return f"{value} **{line['verdict']}**"
+
+    for suite, label in (*SERVER_SUITES, *CLIENT_SUITES):
+        cells = [cell(by_key.get(f"{suite}|{mode}"), "x") for mode in heads]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    e2e = [line for line in budget if line["key"].startswith("e2e|")]
+    memory = [line for line in budget if line["key"].startswith("memory|")]
+    out = "\n".join(rows) + "\n"
+    if e2e:
+        out += "\n| uvicorn end to end, tracewire req/s / SDK-floor req/s (limit >= 0.90) | |\n"
+        out += "| --- | --- |\n"
+        for line in e2e:
+            out += f"| {line['key'].split('|', 1)[1]} | {cell(line, 'x')} |\n"
+    if memory:
+        passed = sum(1 for line in memory if line["verdict"] == "PASS")
+        worst = max((line["value"] or 0.0) for line in memory)
+        out += (
+            f"\nMemory: {passed} of {len(memory)} tracewire variants PASS (100,000 requests "
+            f"each; the largest share of a bound used is {worst:.2f}).\n"
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.report RESULTS.json``: the budget grid of a run, as Markdown."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    parser.add_argument("json", type=Path)
+    args = parser.parse_args(argv)
+    report = json.loads(args.json.read_text(encoding="utf-8"))
+    print(budget_grid_markdown(report["budget"]), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

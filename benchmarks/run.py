@@ -36,6 +36,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 from benchmarks._harness import MODES, SuiteResult, iterations_from
 from benchmarks.report import (
     BudgetLine,
+    budget_grid_markdown,
     budget_lines,
     budget_markdown,
     e2e_markdown,
@@ -399,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown is not None:
         args.markdown.write_text(
             "## Budget\n\n"
+            + budget_grid_markdown([line.as_dict() for line in lines])
+            + "\n"
             + budget_markdown(lines)
             + "\n## In process\n\n"
             + suites_markdown(suites)

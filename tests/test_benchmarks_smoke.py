@@ -91,6 +91,8 @@ def test_quick_run_of_every_suite(tmp_path: Path) -> None:
         assert e2e["variants"][variant]["rps"] > 0
         assert e2e["variants"][variant]["p99_ms"] > 0
         assert all(r["errors"] == 0 for r in e2e["variants"][variant]["rounds"])
+        if sys.platform == "linux":  # read from /proc
+            assert e2e["variants"][variant]["server_cpu_us_per_request"] > 0
 
     memory = report["memory"]
     graded = [m for m in memory if m["role"] == "tracewire"]
