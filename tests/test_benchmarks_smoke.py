@@ -163,3 +163,35 @@ def test_budget_grades_ratios_against_the_floor_of_the_same_mode() -> None:
     assert exit_code(every, strict=True) == 1
     passing = [line for line in every if line.verdict != "FAIL"]
     assert exit_code(passing, strict=True) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_profiling_reports_tracewire_and_sdk_self_time() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.profiling",
+            "asgi-sampled",
+            "httpx-unsampled-parent",
+            "--requests",
+            "300",
+            "--sampler",
+            "pyinstrument",
+            "--no-breakdown",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "## asgi-sampled" in out and "## httpx-unsampled-parent" in out
+    assert out.count("top 10 self time, tracewire:") == 4  # cProfile + pyinstrument, 2 paths
+    # The sampled ASGI path spends time in tracewire's middleware and in the SDK's start_span.
+    sampled = out.split("## httpx-unsampled-parent")[0]
+    assert "tracewire/asgi.py" in sampled
+    assert "opentelemetry/sdk/trace/__init__.py" in sampled
