@@ -1,10 +1,12 @@
-"""Shared machinery: tracer providers per sampling mode, interleaved timing rounds, statistics.
+"""Shared machinery: the workload, tracer providers per sampling mode, interleaved timing.
 
-Every suite measures *variants* (bare, tracewire, contrib, ...) of the same workload. A round
-runs each variant ``iterations`` times back to back and records microseconds per request; the
-variants are interleaved (in an order rotated each round) so that drift of the machine (CPU
-frequency, other load) hits all of them alike. Overhead is computed per round against the bare
-variant of that same round, then summarised by its median and its spread over rounds.
+Every suite measures *variants* of the same workload: ``bare`` (no tracing), ``sdk floor``
+(the least the OpenTelemetry SDK itself costs for one span per request, see
+``benchmarks/floors.py``), ``tracewire`` and ``contrib`` (the OpenTelemetry contrib
+instrumentation). A round runs each variant ``iterations`` times back to back and records
+microseconds per request; the variants are interleaved, in an order rotated each round, so that
+drift of the machine (CPU frequency, other load) hits all of them alike. Overhead is computed
+per round against the bare variant of that same round and summarised by its median over rounds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.baggage import set_baggage
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -24,38 +27,108 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
     TraceFlags,
+    TraceState,
     set_span_in_context,
 )
 
-MODES = ("sampled", "unsampled")
-PROCESSORS = ("simple", "batch")
-
-# Targets from the project's guide: tracewire's added cost per request as a fraction of the
-# OpenTelemetry contrib instrumentation's added cost, measured in the same run.
-TARGET_RATIO = {"sampled": 1 / 5, "unsampled": 1 / 10}
-# The same targets in absolute numbers on the reference machine (2 cores), for information.
-BUDGET_US = {"sampled": 34.0, "unsampled": 8.0}
+# ------------------------------------------------------------------------------ the modes
+# sampled:           a sampled parent (flags 01) under the SDK's default ParentBased(ALWAYS_ON)
+# unsampled-parent:  a not-sampled parent (flags 00) under the same default sampler
+# always-off:        a sampled parent, but the sampler is ALWAYS_OFF: the sampler says no
+# ratio-off:         a sampled parent, TraceIdRatioBased(RATIO) (not parent-based) rejecting
+#                    this trace id
+MODES = ("sampled", "unsampled-parent", "always-off", "ratio-off")
+NOT_RECORDED = MODES[1:]
+MODE_TEXT = {
+    "sampled": "sampled parent, default ParentBased(ALWAYS_ON) sampler",
+    "unsampled-parent": "traceparent ...-00 under the default ParentBased(ALWAYS_ON) sampler",
+    "always-off": "sampled parent, ALWAYS_OFF sampler (the sampler says no)",
+    "ratio-off": "sampled parent, TraceIdRatioBased(0.25) rejecting the trace id",
+}
+PROCESSORS = ("batch", "simple")
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT_ID = 0x00F067AA0BA902B7
+# TraceIdRatioBased samples when the low 64 bits of the trace id are below rate * 2**64; those
+# of TRACE_ID (0xa3ce...) are at 0.64 * 2**64, so a rate of 0.25 rejects it.
+RATIO = 0.25
+
+# The request workload of issue 11: 8 request headers, `tracestate` and `baggage` with 2
+# members each, next to `traceparent`.
+TRACESTATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+BAGGAGE = "userId=alice,serverNode=DF%2028"
+HOST = "127.0.0.1:8000"
+USER_AGENT = "tracewire-bench/1.0"
+
+
+def mode_check(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+def parent_sampled(mode: str) -> bool:
+    """Whether the incoming parent says sampled (every mode but ``unsampled-parent``)."""
+    return mode_check(mode) != "unsampled-parent"
 
 
 def traceparent(mode: str) -> str:
-    """An incoming W3C traceparent whose sampled flag matches ``mode``."""
-    flags = "01" if mode == "sampled" else "00"
-    return f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-{flags}"
+    """The incoming W3C traceparent of ``mode``."""
+    return f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-{'01' if parent_sampled(mode) else '00'}"
 
 
-def parent_context(mode: str) -> Context:
-    """A context holding a remote parent span, sampled or not, for client-side suites."""
-    flags = TraceFlags(TraceFlags.SAMPLED if mode == "sampled" else TraceFlags.DEFAULT)
-    span_context = SpanContext(TRACE_ID, PARENT_ID, is_remote=True, trace_flags=flags)
-    return set_span_in_context(NonRecordingSpan(span_context), Context())
+def request_headers(mode: str) -> list[tuple[str, str]]:
+    """The 8 request headers of every server request (lowercase names, in wire order)."""
+    return [
+        ("host", HOST),
+        ("user-agent", USER_AGENT),
+        ("accept", "*/*"),
+        ("accept-encoding", "gzip, deflate"),
+        ("connection", "keep-alive"),
+        ("traceparent", traceparent(mode)),
+        ("tracestate", TRACESTATE),
+        ("baggage", BAGGAGE),
+    ]
+
+
+def parent_span_context(mode: str) -> SpanContext:
+    """The remote parent the request headers describe, already parsed."""
+    flags = TraceFlags(TraceFlags.SAMPLED if parent_sampled(mode) else TraceFlags.DEFAULT)
+    state = TraceState([("congo", "t61rcWkgMzE"), ("rojo", "00f067aa0ba902b7")])
+    return SpanContext(TRACE_ID, PARENT_ID, is_remote=True, trace_flags=flags, trace_state=state)
+
+
+def parent_context(mode: str, with_baggage: bool = False) -> Context:
+    """A context holding the remote parent span (and optionally the 2 baggage members)."""
+    ctx = set_span_in_context(NonRecordingSpan(parent_span_context(mode)), Context())
+    if with_baggage:
+        ctx = set_baggage("userId", "alice", ctx)
+        ctx = set_baggage("serverNode", "DF 28", ctx)
+    return ctx
+
+
+def sampler(mode: str) -> Sampler:
+    mode_check(mode)
+    if mode == "always-off":
+        return ALWAYS_OFF
+    if mode == "ratio-off":
+        return TraceIdRatioBased(RATIO)
+    return ParentBased(ALWAYS_ON)  # the SDK's default
+
+
+def recording(mode: str) -> bool:
+    return mode_check(mode) == "sampled"
 
 
 class CountingExporter(SpanExporter):
@@ -80,13 +153,12 @@ class CountingExporter(SpanExporter):
 
 @dataclass
 class Tracing:
-    """A tracer provider as the benchmarks use it: parent-based ALWAYS_ON, no-op export.
+    """An SDK ``TracerProvider`` as the benchmarks use it: the mode's sampler, a span
+    processor (``batch`` by default, as in production, or ``simple``) and an exporter that
+    drops the spans (counting them)."""
 
-    The sampling decision therefore follows the incoming traceparent (or the current parent
-    for client suites): ``sampled`` mode sends flags ``01``, ``unsampled`` mode ``00``.
-    """
-
-    processor: str = "simple"
+    processor: str = "batch"
+    mode: str = "sampled"
     provider: TracerProvider = field(init=False)
     exporter: CountingExporter = field(init=False)
 
@@ -94,10 +166,11 @@ class Tracing:
         if self.processor not in PROCESSORS:
             raise ValueError(f"processor must be one of {PROCESSORS}, got {self.processor!r}")
         self.exporter = CountingExporter()
-        self.provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+        self.provider = TracerProvider(sampler=sampler(self.mode))
         if self.processor == "simple":
             self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         else:
+            # The SDK's defaults (queue 2048, batches of 512, 5 s delay), as a service gets them.
             self.provider.add_span_processor(BatchSpanProcessor(self.exporter))
 
     def flush(self) -> None:
@@ -109,16 +182,18 @@ class Tracing:
 
 # A variant is a callable running ``n`` requests; it returns nothing. Timing wraps it.
 Runner = Callable[[int], None]
+ROLES = ("bare", "floor", "tracewire", "contrib", "other")
 
 
 @dataclass
 class Variant:
     name: str
     run: Runner
-    role: str = "other"  # "bare", "tracewire", "contrib", "floor" or "other"
+    role: str = "other"  # one of ROLES
     note: str = ""
     setup: Callable[[], None] | None = None  # called before each timed block
     teardown: Callable[[], None] | None = None  # called after each timed block
+    requests: int = 0  # requests run so far (warm-up and timed)
 
 
 @dataclass
@@ -131,6 +206,7 @@ class Measurement:
     # min(this variant's rounds) - min(bare's rounds): the least-disturbed estimate, a
     # cross-check for the median on a busy machine.
     best_overhead_us: float | None = None
+    requests: int = 0
 
     @property
     def median_us(self) -> float:
@@ -147,6 +223,7 @@ class Measurement:
             "us_per_request": round(self.median_us, 3),
             "spread_us": [round(min(self.rounds_us), 3), round(max(self.rounds_us), 3)],
             "rounds_us": [round(v, 3) for v in self.rounds_us],
+            "requests": self.requests,
         }
         if self.overhead_rounds_us:
             data["overhead_us"] = round(statistics.median(self.overhead_rounds_us), 3)
@@ -185,6 +262,8 @@ def measure(
         for variant in order:
             elapsed = _timed(variant, iterations, now)
             results[variant.name].rounds_us.append(elapsed / iterations)
+    for variant in variants:
+        results[variant.name].requests = variant.requests
     bare = next((results[v.name] for v in variants if v.role == "bare"), None)
     if bare is not None:
         for m in results.values():
@@ -211,12 +290,19 @@ def _timed(variant: Variant, n: int, now: Callable[[], int]) -> float:
     finally:
         if variant.teardown is not None:
             variant.teardown()
+    variant.requests += n
     return elapsed / 1000.0
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
 
 
 @dataclass
 class SuiteResult:
-    """One suite in one sampling mode: the measurements plus the verdict against targets."""
+    """One suite (an app or client) in one sampling mode: its measurements and ratios."""
 
     suite: str
     mode: str
@@ -226,48 +312,29 @@ class SuiteResult:
     rounds: int
     notes: list[str] = field(default_factory=list)
     exported: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def by_role(self, role: str) -> Measurement | None:
         return next((m for m in self.measurements if m.role == role), None)
 
-    def ratio(self, name: str | None = None) -> float | None:
-        """tracewire's overhead (or ``name``'s) divided by contrib's overhead."""
-        contrib = self.by_role("contrib")
-        subject = (
-            self.by_role("tracewire")
-            if name is None
-            else next((m for m in self.measurements if m.name == name), None)
-        )
-        if contrib is None or subject is None:
-            return None
-        c, s = contrib.overhead_us, subject.overhead_us
-        if c is None or s is None or c <= 0:
-            return None
-        return s / c
+    def overhead(self, role: str) -> float | None:
+        m = self.by_role(role)
+        return None if m is None else m.overhead_us
 
-    def beyond_floor(self) -> tuple[float, float] | None:
-        """(tracewire, contrib) overhead minus the one-SDK-span floor: each one's own work."""
-        floor, tracewire, contrib = (self.by_role(r) for r in ("floor", "tracewire", "contrib"))
-        if floor is None or tracewire is None or contrib is None:
-            return None
-        f, t, c = floor.overhead_us, tracewire.overhead_us, contrib.overhead_us
-        if f is None or t is None or c is None:
-            return None
-        return t - f, c - f
+    def best(self, role: str) -> float | None:
+        m = self.by_role(role)
+        return None if m is None else m.best_overhead_us
 
-    def verdict(self) -> bool | None:
-        """Pass/fail of the ratio target; ``None`` where no target applies."""
-        if self.kind != "in-process":
-            return None
-        ratio = self.ratio()
-        if ratio is None:
-            return None
-        return ratio <= TARGET_RATIO[self.mode]
+    def ratio(self, subject: str = "tracewire", against: str = "floor") -> float | None:
+        """``subject``'s median overhead divided by ``against``'s (roles)."""
+        return _ratio(self.overhead(subject), self.overhead(against))
+
+    def best_ratio(self, subject: str = "tracewire", against: str = "floor") -> float | None:
+        return _ratio(self.best(subject), self.best(against))
 
     def noisy(self) -> bool:
-        """True when tracewire's or contrib's overhead moved by more than half its median
-        between rounds: the machine was busy, read the verdict with care (or run again)."""
-        for role in ("tracewire", "contrib"):
+        """True when a variant's overhead moved by more than half its median between rounds."""
+        for role in ("floor", "tracewire", "contrib"):
             m = self.by_role(role)
             if m is None or not m.overhead_rounds_us or m.overhead_us is None:
                 continue
@@ -277,36 +344,30 @@ class SuiteResult:
         return False
 
     def as_dict(self) -> dict[str, Any]:
-        ratio = self.ratio()
-        floor_m = self.by_role("floor")
-        floor = self.ratio(floor_m.name) if floor_m is not None else None
-        own = self.beyond_floor()
-        tracewire = self.by_role("tracewire")
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, 4)
+
         return {
             "suite": self.suite,
             "mode": self.mode,
+            "mode_text": MODE_TEXT.get(self.mode, self.mode),
             "kind": self.kind,
             "iterations": self.iterations,
             "rounds": self.rounds,
             "variants": {m.name: m.as_dict() for m in self.measurements},
-            "tracewire_overhead_ratio_vs_contrib": None if ratio is None else round(ratio, 4),
-            "floor_overhead_ratio_vs_contrib": None if floor is None else round(floor, 4),
-            "beyond_floor_us": (
-                None
-                if own is None
-                else {"tracewire": round(own[0], 3), "contrib": round(own[1], 3)}
-            ),
-            "target_ratio": TARGET_RATIO[self.mode] if self.kind == "in-process" else None,
-            "budget_us": BUDGET_US[self.mode] if self.kind == "in-process" else None,
-            "tracewire_within_budget_us": (
-                None
-                if tracewire is None or tracewire.overhead_us is None or self.kind != "in-process"
-                else tracewire.overhead_us <= BUDGET_US[self.mode]
-            ),
-            "pass": self.verdict(),
+            "overhead_us": {
+                role: r(self.overhead(role)) for role in ("floor", "tracewire", "contrib")
+            },
+            "ratios": {
+                "tracewire_vs_floor": r(self.ratio("tracewire", "floor")),
+                "tracewire_vs_contrib": r(self.ratio("tracewire", "contrib")),
+                "floor_vs_contrib": r(self.ratio("floor", "contrib")),
+                "best_tracewire_vs_floor": r(self.best_ratio("tracewire", "floor")),
+            },
             "noisy": self.noisy(),
             "exported_spans": self.exported,
             "notes": self.notes,
+            **self.extra,
         }
 
 
@@ -323,3 +384,30 @@ def iterations_from(text: str, presets: dict[str, int]) -> int:
     if value < 1:
         raise ValueError("--iterations must be >= 1")
     return value
+
+
+def finish(suite: SuiteResult, tracings: dict[str, Tracing], processor: str, clock: str) -> None:
+    """Flush and shut down every variant's provider, recording how many spans each exported."""
+    for name, tracing in tracings.items():
+        tracing.flush()
+        suite.exported[name] = tracing.exporter.count
+        tracing.shutdown()
+    suite.notes.append(f"span processor: {processor}; clock: {clock}")
+
+
+def check_exports(
+    name: str, role: str, mode: str, tracing: Tracing, expected_trace: int = TRACE_ID
+) -> None:
+    """After one request: a recording mode exported a span of the incoming trace (for every
+    variant but bare); a not-recorded one exported nothing."""
+    tracing.flush()
+    if role == "bare":
+        return
+    last = tracing.exporter.last
+    if recording(mode):
+        if last is None or last.context is None or last.context.trace_id != expected_trace:
+            raise RuntimeError(f"{name} ({mode}): the request exported no span of the trace")
+    elif tracing.exporter.count:
+        raise RuntimeError(
+            f"{name} ({mode}): a not-recorded request exported {tracing.exporter.count} spans"
+        )

@@ -1,14 +1,15 @@
-"""HTTP client hooks: bare vs tracewire vs OpenTelemetry contrib, in-process.
+"""HTTP client hooks, in process: bare vs client floor vs tracewire vs contrib.
 
 httpx requests go to ``httpx.MockTransport`` and requests' to an adapter that answers
 ``200 ok`` without a socket, so the numbers are the hooks' cost, not the network's. The
 requests enter where the instrumentations sit (the client's transport for httpx,
 ``Session.send`` for requests) and their bodies are read to the end. Each request runs under a
-current remote parent span, sampled or not, as it would inside a traced server request.
+current remote parent span (sampled or not, per mode), as it would inside a traced server
+request.
 
 Run alone::
 
-    python -m benchmarks.bench_client --iterations 3000 --rounds 7
+    python -m benchmarks.bench_client --iterations 1000 --rounds 7
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 from opentelemetry.context import attach, detach
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.trace import SpanKind, TracerProvider
+from opentelemetry.trace import TracerProvider
 from requests.adapters import BaseAdapter
 
 from benchmarks._harness import (
@@ -33,18 +34,31 @@ from benchmarks._harness import (
     SuiteResult,
     Tracing,
     Variant,
+    check_exports,
+    finish,
     measure,
     parent_context,
 )
+from benchmarks.floors import (
+    URL,
+    AsyncHttpxClientFloor,
+    HttpxClientFloor,
+    RequestsClientFloor,
+)
 
-URL = "http://127.0.0.1:8000/items/42?q=1"
 _RESPONSE_HEADERS = {"Content-Type": "text/plain", "Content-Length": "2"}
 VARIANTS = (
     ("bare", "bare", "the client alone"),
-    ("sdk-span floor", "floor", "one SDK CLIENT span around the send, no headers/attributes"),
+    ("sdk floor", "floor", "one SDK CLIENT span, 4 attributes + status, traceparent injected"),
     ("tracewire", "tracewire", ""),
     ("contrib", "contrib", ""),
 )
+CLIENTS = ("httpx", "httpx-async", "requests")
+SUITE_NAMES = {
+    "httpx": "httpx client",
+    "httpx-async": "httpx async client",
+    "requests": "requests client",
+}
 
 
 def missing(module: str) -> str | None:
@@ -54,7 +68,7 @@ def missing(module: str) -> str | None:
     except ImportError:
         found = False
     if not found:
-        return f"{module} does not exist yet (src/{module.replace('.', '/')}.py); suite skipped"
+        return f"{module} is not importable; suite skipped"
     return None
 
 
@@ -69,7 +83,6 @@ def _remember(headers: Any) -> None:
 
 # ------------------------------------------------------------------------------------ httpx
 def _httpx_handler(request: Any) -> Any:
-
     if LAST_HEADERS.get("clear") == "":
         _remember(request.headers)
     # A stream, not ``content=``: httpx pre-reads ``content`` so the body would never pass
@@ -81,67 +94,17 @@ def _httpx_handler(request: Any) -> Any:
     )
 
 
-class _FloorTransport(httpx.BaseTransport):
-    """Reference, not a product: one SDK CLIENT span around the inner transport's send."""
-
-    def __init__(self, inner: httpx.BaseTransport, provider: TracerProvider) -> None:
-        self.inner = inner
-        self.tracer = provider.get_tracer("benchmarks.floor")
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        span = self.tracer.start_span("GET", kind=SpanKind.CLIENT)
-        try:
-            return self.inner.handle_request(request)
-        finally:
-            span.end()
-
-
-class _AsyncFloorTransport(httpx.AsyncBaseTransport):
-    """Async twin of ``_FloorTransport``."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, provider: TracerProvider) -> None:
-        self.inner = inner
-        self.tracer = provider.get_tracer("benchmarks.floor")
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        span = self.tracer.start_span("GET", kind=SpanKind.CLIENT)
-        try:
-            return await self.inner.handle_async_request(request)
-        finally:
-            span.end()
-
-
-class _FloorAdapter(BaseAdapter):
-    """requests twin of ``_FloorTransport``."""
-
-    def __init__(self, inner: BaseAdapter, provider: TracerProvider) -> None:
-        super().__init__()
-        self.inner = inner
-        self.tracer = provider.get_tracer("benchmarks.floor")
-
-    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        span = self.tracer.start_span("GET", kind=SpanKind.CLIENT)
-        try:
-            return self.inner.send(request, *args, **kwargs)
-        finally:
-            span.end()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def httpx_client(
     variant: str, provider: TracerProvider, is_async: bool = False
 ) -> tuple[Any, Callable[[], None] | None]:
     """An ``httpx.Client`` (or ``AsyncClient``) set up as ``variant`` deploys it, and the
     clean-up of its instrumentation."""
-
     inner = httpx.MockTransport(_httpx_handler)
     cls: Any = httpx.AsyncClient if is_async else httpx.Client
     if variant == "bare":
         return cls(transport=inner), None
-    if variant == "sdk-span floor":
-        floor = _AsyncFloorTransport if is_async else _FloorTransport
+    if variant == "sdk floor":
+        floor: Any = AsyncHttpxClientFloor if is_async else HttpxClientFloor
         return cls(transport=floor(inner, provider)), None
     if variant == "tracewire":
         from tracewire import Settings
@@ -158,7 +121,7 @@ def httpx_client(
     return client, lambda: HTTPXClientInstrumentor.uninstrument_client(client)
 
 
-def _httpx_runner(client: Any) -> Callable[[int], None]:
+def httpx_runner(client: Any) -> Callable[[int], None]:
     # The transport is where both instrumentations sit (tracewire's TracingTransport, contrib's
     # wrapper of ``client._transport.handle_request``): driving it directly leaves out the
     # client's own request building, the same for every variant and noisy next to the hooks.
@@ -167,13 +130,13 @@ def _httpx_runner(client: Any) -> Callable[[int], None]:
     def run(n: int) -> None:
         for _ in range(n):
             response = transport.handle_request(httpx.Request("GET", URL))
-            response.read()  # the body read to the end: tracewire's span ends here
+            response.read()  # the body read to the end: a streamed span ends here
             response.close()
 
     return run
 
 
-def _httpx_async_runner(client: Any, loop: asyncio.AbstractEventLoop) -> Callable[[int], None]:
+def httpx_async_runner(client: Any, loop: asyncio.AbstractEventLoop) -> Callable[[int], None]:
     transport = client._transport
 
     async def many(n: int) -> None:
@@ -245,8 +208,8 @@ def requests_session(
     session.mount("http://", _static_adapter())
     if variant == "bare":
         return session, None, None
-    if variant == "sdk-span floor":
-        session.mount("http://", _FloorAdapter(session.get_adapter(URL), provider))
+    if variant == "sdk floor":
+        session.mount("http://", RequestsClientFloor(session.get_adapter(URL), provider))
         return session, None, None
     if variant == "tracewire":
         from tracewire import Settings
@@ -264,7 +227,7 @@ def requests_session(
     return session, on, instrumentor.uninstrument
 
 
-def _requests_runner(session: Any) -> Callable[[int], None]:
+def requests_runner(session: Any) -> Callable[[int], None]:
     # ``Session.send`` is where contrib patches and what calls tracewire's adapters; the
     # request is prepared once (preparing is requests' own cost, equal for every variant).
     import requests
@@ -279,7 +242,8 @@ def _requests_runner(session: Any) -> Callable[[int], None]:
 
 
 # ------------------------------------------------------------------------------------ suite
-def _under_parent(mode: str, run: Callable[[int], None]) -> Callable[[int], None]:
+def under_parent(mode: str, run: Callable[[int], None]) -> Callable[[int], None]:
+    """``run`` with the mode's remote parent span current, as inside a traced request."""
     parent = parent_context(mode)
 
     def wrapped(n: int) -> None:
@@ -297,185 +261,131 @@ def _probe(run: Callable[[int], None], mode: str) -> None:
     LAST_HEADERS.clear()
     LAST_HEADERS["clear"] = ""
     try:
-        _under_parent(mode, run)(1)
+        under_parent(mode, run)(1)
     finally:
         LAST_HEADERS.pop("clear", None)
     if not LAST_HEADERS:
         raise RuntimeError("the request never reached the fake server")
 
 
-def _verify(name: str, mode: str, tracing: Tracing) -> None:
-    tracing.flush()
-    if name == "bare":
-        return
-    if name == "sdk-span floor":  # sends no headers, only its span
-        if (mode == "sampled") != bool(tracing.exporter.count):
-            raise RuntimeError(f"{name}: exported {tracing.exporter.count} spans in {mode} mode")
-        return
-    sent = LAST_HEADERS.get("traceparent", "")
-    if sent[3:35] != f"{TRACE_ID:032x}":
-        raise RuntimeError(f"{name}: the request did not carry the current trace ({sent!r})")
-    if mode == "sampled" and (tracing.exporter.last is None):
-        raise RuntimeError(f"{name}: a sampled request exported no span")
-    if mode == "unsampled" and tracing.exporter.count:
-        raise RuntimeError(f"{name}: an unsampled request exported spans")
+def _verify(name: str, role: str, mode: str, tracing: Tracing) -> None:
+    if role != "bare":
+        sent = LAST_HEADERS.get("traceparent", "")
+        if sent[3:35] != f"{TRACE_ID:032x}":
+            raise RuntimeError(f"{name}: the request did not carry the current trace ({sent!r})")
+    check_exports(name, role, mode, tracing)
 
 
-def _closer(client: Any, loop: asyncio.AbstractEventLoop) -> Callable[[], object]:
-    return lambda: loop.run_until_complete(client.aclose())
+def build(
+    client: str, mode: str, processor: str, loop: asyncio.AbstractEventLoop
+) -> tuple[list[Variant], dict[str, Tracing], list[Callable[[], object]]]:
+    """The checked variants of one client in one mode, and the clean-ups to run after."""
+    tracings: dict[str, Tracing] = {}
+    cleanups: list[Callable[[], object]] = []
+    plan = []
+    for name, role, note in VARIANTS:
+        tracing = tracings[name] = Tracing(processor, mode)
+        on: Callable[[], None] | None = None
+        off: Callable[[], None] | None = None
+        if client == "requests":
+            session, on, off = requests_session(name, tracing.provider)
+            cleanups.append(session.close)
+            run = requests_runner(session)
+            label = note or (
+                "instrument_session(session)" if role == "tracewire" else "RequestsInstrumentor"
+            )
+        else:
+            is_async = client == "httpx-async"
+            http, cleanup = httpx_client(name, tracing.provider, is_async)
+            if cleanup is not None:
+                cleanups.append(cleanup)
+            if is_async:
+                cleanups.append(lambda c=http: loop.run_until_complete(c.aclose()))
+                run = httpx_async_runner(http, loop)
+            else:
+                cleanups.append(http.close)
+                run = httpx_runner(http)
+            label = note or (
+                ("AsyncTracingTransport" if is_async else "TracingTransport") + "(MockTransport)"
+                if role == "tracewire"
+                else "HTTPXClientInstrumentor.instrument_client"
+            )
+        if on is not None:
+            on()
+        try:
+            _probe(run, mode)
+        finally:
+            if off is not None:
+                off()
+        _verify(name, role, mode, tracing)
+        plan.append(Variant(name, under_parent(mode, run), role, label, on, off))
+    return plan, tracings, cleanups
 
 
-def run_httpx(
+def run_client(
+    client: str,
     iterations: int,
     rounds: int,
     modes: tuple[str, ...] = MODES,
-    processor: str = "simple",
-    is_async: bool = False,
+    processor: str = "batch",
     clock: str = "cpu",
 ) -> list[SuiteResult]:
     results = []
     loop = asyncio.new_event_loop()
     try:
         for mode in modes:
-            tracings: dict[str, Tracing] = {}
-            cleanups: list[Callable[[], object]] = []
-            plan = []
-            for name, role, note in VARIANTS:
-                tracing = tracings[name] = Tracing(processor)
-                client, cleanup = httpx_client(name, tracing.provider, is_async)
-                if cleanup is not None:
-                    cleanups.append(cleanup)
-                if is_async:
-                    cleanups.append(_closer(client, loop))
-                    run = _httpx_async_runner(client, loop)
-                else:
-                    cleanups.append(client.close)
-                    run = _httpx_runner(client)
-                _probe(run, mode)
-                _verify(name, mode, tracing)
-                label = note or (
-                    ("AsyncTracingTransport" if is_async else "TracingTransport")
-                    + "(MockTransport)"
-                    if name == "tracewire"
-                    else "HTTPXClientInstrumentor.instrument_client"
-                )
-                plan.append(Variant(name, _under_parent(mode, run), role, label))
+            plan, tracings, cleanups = build(client, mode, processor, loop)
             try:
-                suite = SuiteResult(
-                    "httpx async client" if is_async else "httpx client",
-                    mode,
-                    "in-process",
-                    measure(plan, iterations, rounds, clock),
-                    iterations,
-                    rounds,
-                )
+                measured = measure(plan, iterations, rounds, clock)
             finally:
                 for undo in cleanups:
                     undo()
-            _finish(suite, tracings, processor, clock)
+            suite = SuiteResult(
+                SUITE_NAMES[client], mode, "in-process", measured, iterations, rounds
+            )
+            finish(suite, tracings, processor, clock)
             results.append(suite)
     finally:
         loop.close()
     return results
 
 
-def run_httpx_async(
-    iterations: int,
-    rounds: int,
-    modes: tuple[str, ...] = MODES,
-    processor: str = "simple",
-    clock: str = "cpu",
-) -> list[SuiteResult]:
-    return run_httpx(iterations, rounds, modes, processor, is_async=True, clock=clock)
-
-
-def run_requests(
-    iterations: int,
-    rounds: int,
-    modes: tuple[str, ...] = MODES,
-    processor: str = "simple",
-    clock: str = "cpu",
-) -> list[SuiteResult]:
-    results = []
-    for mode in modes:
-        tracings: dict[str, Tracing] = {}
-        plan = []
-        sessions = []
-        for name, role, note in VARIANTS:
-            tracing = tracings[name] = Tracing(processor)
-            session, on, off = requests_session(name, tracing.provider)
-            sessions.append(session)
-            run = _requests_runner(session)
-            if on is not None:
-                on()
-            try:
-                _probe(run, mode)
-            finally:
-                if off is not None:
-                    off()
-            _verify(name, mode, tracing)
-            label = note or (
-                "instrument_session(session)" if name == "tracewire" else "RequestsInstrumentor"
-            )
-            plan.append(Variant(name, _under_parent(mode, run), role, label, on, off))
-        try:
-            suite = SuiteResult(
-                "requests client",
-                mode,
-                "in-process",
-                measure(plan, iterations, rounds, clock),
-                iterations,
-                rounds,
-            )
-        finally:
-            for session in sessions:
-                session.close()
-        _finish(suite, tracings, processor, clock)
-        results.append(suite)
-    return results
-
-
-def _finish(suite: SuiteResult, tracings: dict[str, Tracing], processor: str, clock: str) -> None:
-    for name, tracing in tracings.items():
-        tracing.flush()
-        suite.exported[name] = tracing.exporter.count
-        tracing.shutdown()
-    suite.notes.append(f"span processor: {processor}; clock: {clock}")
-
-
 def run_all(
     iterations: int,
     rounds: int,
     modes: tuple[str, ...] = MODES,
-    processor: str = "simple",
+    processor: str = "batch",
     clock: str = "cpu",
+    clients: tuple[str, ...] = CLIENTS,
 ) -> tuple[list[SuiteResult], list[dict[str, str]]]:
     """Every client suite; a suite whose tracewire module is missing is reported as skipped."""
     suites: list[SuiteResult] = []
     skipped: list[dict[str, str]] = []
-    for suite, module, runner in (
-        ("httpx client", "tracewire.httpx", run_httpx),
-        ("httpx async client", "tracewire.httpx", run_httpx_async),
-        ("requests client", "tracewire.requests", run_requests),
-    ):
-        reason = missing(module)
+    for client in clients:
+        reason = missing("tracewire.requests" if client == "requests" else "tracewire.httpx")
         if reason is not None:
-            skipped.append({"suite": suite, "reason": reason})
+            skipped.append({"suite": SUITE_NAMES[client], "reason": reason})
             continue
-        suites += runner(iterations, rounds, modes, processor, clock=clock)
+        suites += run_client(client, iterations, rounds, modes, processor, clock)
     return suites, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_client", description=__doc__)
-    parser.add_argument("--processor", choices=("simple", "batch"), default="simple")
-    parser.add_argument("--iterations", type=int, default=3000)
+    parser.add_argument("--client", choices=(*CLIENTS, "all"), default="all")
+    parser.add_argument("--processor", choices=("batch", "simple"), default="batch")
+    parser.add_argument("--mode", choices=(*MODES, "all"), default="all")
+    parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    from benchmarks.run import print_table
+    from benchmarks.report import print_suites
 
-    suites, skipped = run_all(args.iterations, args.rounds, processor=args.processor)
-    print_table(suites)
+    modes = MODES if args.mode == "all" else (args.mode,)
+    clients = CLIENTS if args.client == "all" else (args.client,)
+    suites, skipped = run_all(
+        args.iterations, args.rounds, modes, processor=args.processor, clients=clients
+    )
+    print_suites(suites)
     for item in skipped:
         print(f"SKIPPED {item['suite']}: {item['reason']}")
     return 0

@@ -1,16 +1,17 @@
-"""Run every benchmark, print one table, write ``benchmarks/results/latest.json``.
+"""Run every benchmark, print the budget of issue 11, write JSON (and a chart) to results/.
 
 Usage (from the repository root)::
 
-    python benchmarks/run.py                 # the full run (a few minutes on 2 cores)
-    python benchmarks/run.py --quick         # under a minute
-    python -m benchmarks --quick --iterations small --no-e2e
+    python benchmarks/run.py                 # the full run (~15 min on 2 cores)
+    python benchmarks/run.py --quick         # every suite, short (~2-3 min)
+    python -m benchmarks --suites asgi,wsgi --modes sampled,always-off
 
-Speed is reported as ratios measured in the same run: overhead = a variant's microseconds per
-request minus the bare app's (paired per round), and tracewire's overhead divided by the
-OpenTelemetry contrib instrumentation's. A suite passes when that ratio is within the target
-(1/5 sampled, 1/10 unsampled). The exit status is 0 unless ``--strict`` is given and a suite
-fails. See docs/performance.md.
+Suites: ``asgi`` (raw, Starlette), ``wsgi`` (raw, Flask), ``client`` (httpx sync and async,
+requests), ``e2e`` (uvicorn under wrk or benchmarks.loadgen) and ``memory`` (100,000 requests
+per variant). Every in-process suite measures bare / SDK floor / tracewire / contrib in the
+same interleaved run, in four modes (sampled, unsampled parent, ALWAYS_OFF, TraceIdRatioBased
+rejecting). The budget lines of issue 11 are graded from this run's ratios; ``--strict`` exits
+1 when any line FAILs. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -32,138 +33,25 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import (
-    BUDGET_US,
-    MODES,
-    TARGET_RATIO,
-    SuiteResult,
-    iterations_from,
+from benchmarks._harness import MODES, SuiteResult, iterations_from
+from benchmarks.report import (
+    BudgetLine,
+    budget_grid_markdown,
+    budget_lines,
+    budget_markdown,
+    e2e_markdown,
+    memory_markdown,
+    print_budget,
+    print_suites,
+    suites_markdown,
 )
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = HERE / "results" / "latest.json"
-SUITES = ("asgi", "wsgi", "client", "e2e")
-PRESETS = {"small": 200, "quick": 300, "medium": 1000, "full": 2000}
-
-
-def print_table(suites: Sequence[SuiteResult], out: Any = None) -> None:
-    """The human-readable summary: one block per suite and mode."""
-    out = out or sys.stdout
-    header = (
-        f"{'variant':<34} {'us/req':>9} {'spread':>17} {'overhead':>9} {'ovh spread':>17} "
-        f"{'vs contrib':>10}"
-    )
-    for suite in suites:
-        kind = suite.kind
-        detail = (
-            f"{suite.iterations} requests x {suite.rounds} rounds"
-            if kind == "in-process"
-            else f"{suite.rounds} round(s)"
-        )
-        print(f"\n== {suite.suite} | {suite.mode} | {kind} | {detail}", file=out)
-        print(header, file=out)
-        contrib = suite.by_role("contrib")
-        for m in suite.measurements:
-            spread = f"{min(m.rounds_us):.1f}..{max(m.rounds_us):.1f}"
-            overhead = m.overhead_us
-            ovh = "" if overhead is None else f"{overhead:.1f}"
-            ovh_spread = (
-                ""
-                if not m.overhead_rounds_us
-                else f"{min(m.overhead_rounds_us):.1f}..{max(m.overhead_rounds_us):.1f}"
-            )
-            ratio = ""
-            if contrib is not None and m is not contrib and overhead is not None:
-                r = suite.ratio(m.name)
-                ratio = "" if r is None else f"{r:.3f}"
-            print(
-                f"{m.name:<34} {m.median_us:>9.1f} {spread:>17} {ovh:>9} {ovh_spread:>17} "
-                f"{ratio:>10}",
-                file=out,
-            )
-        verdict = suite.verdict()
-        suite_ratio = suite.ratio()
-        tracewire = suite.by_role("tracewire")
-        if verdict is not None and suite_ratio is not None and tracewire is not None:
-            target = TARGET_RATIO[suite.mode]
-            word = "PASS" if verdict else "FAIL"
-            budget = BUDGET_US[suite.mode]
-            absolute = tracewire.overhead_us or 0.0
-            print(
-                f"-> {word}: tracewire overhead {absolute:.1f} us = {suite_ratio:.3f} x contrib's "
-                f"(target <= {target:.3f}); guide's absolute budget {budget:.0f} us: "
-                f"{'within' if absolute <= budget else 'over'}",
-                file=out,
-            )
-            best_t = tracewire.best_overhead_us
-            best_c = contrib.best_overhead_us if contrib is not None else None
-            if best_t is not None and best_c:
-                print(
-                    f"   best-of-rounds cross-check: {best_t:.1f} us = {best_t / best_c:.3f} x "
-                    f"contrib's {best_c:.1f} us",
-                    file=out,
-                )
-            floor = suite.by_role("floor")
-            floor_ratio = suite.ratio(floor.name) if floor is not None else None
-            if floor is not None and floor_ratio is not None and contrib is not None:
-                beyond = " (the target is below one span)" if floor_ratio > target else ""
-                print(
-                    f"   one bare SDK span alone: {floor_ratio:.3f} x contrib's overhead{beyond}",
-                    file=out,
-                )
-                own = suite.beyond_floor()
-                if own is not None:
-                    print(
-                        f"   beyond that span: tracewire {own[0]:.1f} us, contrib {own[1]:.1f} us",
-                        file=out,
-                    )
-            if suite.noisy():
-                print(
-                    "   NOISY: overheads moved > 50% between rounds; re-run on a quiet machine",
-                    file=out,
-                )
-        elif kind != "in-process" and suite_ratio is not None:
-            print(
-                f"-> sanity: tracewire overhead = {suite_ratio:.3f} x contrib's (no target)",
-                file=out,
-            )
-        if suite.exported:
-            print(f"   exported spans: {suite.exported}", file=out)
-        for note in suite.notes:
-            print(f"   note: {note}", file=out)
-
-
-def markdown(suites: Sequence[SuiteResult]) -> str:
-    """One Markdown table of every suite, for docs/performance.md."""
-    lines = [
-        "| suite | mode | bare µs | tracewire overhead µs | contrib overhead µs "
-        "| SDK-span floor µs | tracewire / contrib | target | verdict |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-
-    def cell(m: Any) -> str:
-        if m is None or m.overhead_us is None:
-            return "-"
-        low, high = min(m.overhead_rounds_us), max(m.overhead_rounds_us)
-        return f"{m.overhead_us:.1f} ({low:.0f}-{high:.0f})"
-
-    for suite in suites:
-        bare = suite.by_role("bare")
-        ratio = suite.ratio()
-        verdict = suite.verdict()
-        target = TARGET_RATIO[suite.mode] if suite.kind == "in-process" else None
-        word = "-" if verdict is None else "pass" if verdict else "FAIL"
-        if verdict is not None and suite.noisy():
-            word += " (noisy)"
-        lines.append(
-            f"| {suite.suite} | {suite.mode} | {bare.median_us:.1f} | "
-            f"{cell(suite.by_role('tracewire'))} | {cell(suite.by_role('contrib'))} | "
-            f"{cell(suite.by_role('floor'))} | {'-' if ratio is None else f'{ratio:.3f}'} | "
-            f"{'-' if target is None else f'<= {target:.2f}'} | {word} |"
-            if bare is not None
-            else f"| {suite.suite} | {suite.mode} | - | - | - | - | - | - | - |"
-        )
-    return "\n".join(lines) + "\n"
+SUITES = ("asgi", "wsgi", "client", "e2e", "memory")
+ASGI_APPS = ("raw", "starlette")
+WSGI_APPS = ("raw", "flask")
+PRESETS = {"small": 100, "quick": 300, "medium": 1000, "full": 2000}
 
 
 def _version(dist: str) -> str | None:
@@ -190,14 +78,41 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _wrk_version() -> str | None:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    try:
+        done = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0].split(" Copyright")[0] if text else None
+
+
 def environment() -> dict[str, Any]:
+    affinity = getattr(os, "sched_getaffinity", None)
     return {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "nproc": len(affinity(0)) if affinity is not None else os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": _git("rev-parse", "--short", "HEAD") or None,
         # Uncommitted changes under src/ were measured too (the package is installed editable).
         "src_uncommitted_changes": bool(_git("status", "--porcelain", "--", "src")),
@@ -212,61 +127,74 @@ def environment() -> dict[str, Any]:
                 "opentelemetry-instrumentation-httpx",
                 "opentelemetry-instrumentation-requests",
                 "starlette",
+                "flask",
+                "werkzeug",
                 "uvicorn",
+                "h11",
+                "httptools",
+                "uvloop",
                 "httpx",
                 "requests",
             )
         },
-        "wrk": shutil.which("wrk") is not None,
+        "wrk": _wrk_version(),
     }
+
+
+def _csv(
+    text: str, allowed: Sequence[str], what: str, parser: argparse.ArgumentParser
+) -> tuple[str, ...]:
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in chosen if s not in allowed]
+    if bad:
+        parser.error(f"unknown {what} {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return chosen
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py",
-        description="tracewire benchmarks: overhead vs a bare app and vs OpenTelemetry contrib.",
+        description="tracewire benchmarks: overhead vs the SDK floor and OpenTelemetry contrib, "
+        "graded against the budget of issue 11.",
     )
-    parser.add_argument("--quick", action="store_true", help="a run that finishes in < 60 s")
+    parser.add_argument("--quick", action="store_true", help="every suite, short")
     parser.add_argument(
         "--iterations",
         default=None,
-        help=f"requests per round: an integer or one of {', '.join(PRESETS)} "
-        "(default: quick with --quick, else full)",
+        help=f"server requests per round: an integer or one of {', '.join(PRESETS)} "
+        "(default: quick with --quick, else full); client suites use half",
     )
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per variant")
-    parser.add_argument(
-        "--suites",
-        default=",".join(SUITES),
-        help=f"comma list from {', '.join(SUITES)} (default: all)",
-    )
-    parser.add_argument("--no-e2e", action="store_true", help="skip the uvicorn run")
-    parser.add_argument("--e2e-seconds", type=float, default=None, help="seconds per e2e run")
-    parser.add_argument("--load", choices=("auto", "wrk", "httpx"), default="auto")
+    parser.add_argument("--suites", default=",".join(SUITES), help=f"from {', '.join(SUITES)}")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"from {', '.join(MODES)}")
+    parser.add_argument("--asgi-apps", default=",".join(ASGI_APPS))
+    parser.add_argument("--wsgi-apps", default=",".join(WSGI_APPS))
     parser.add_argument(
         "--processor",
-        choices=("simple", "batch"),
-        default="simple",
-        help="span processor in front of the no-op exporter (default: simple)",
-    )
-    parser.add_argument(
-        "--asgi-apps",
-        default=None,
-        help="comma list from raw, starlette (default: raw with --quick, else raw,starlette)",
+        choices=("batch", "simple"),
+        default="batch",
+        help="span processor in front of the dropping exporter (default: batch)",
     )
     parser.add_argument(
         "--clock",
         choices=("cpu", "wall"),
         default="cpu",
-        help="in-process timing: this process's CPU time (default; robust on a shared "
-        "machine) or wall-clock time",
+        help="in-process timing: this process's CPU time (default) or wall-clock time",
     )
+    parser.add_argument("--no-e2e", action="store_true", help="skip the uvicorn run")
+    parser.add_argument("--e2e-seconds", type=float, default=None, help="seconds per load run")
+    parser.add_argument("--e2e-rounds", type=int, default=None)
+    parser.add_argument("--e2e-modes", default=None, help="default: sampled,unsampled-parent")
+    parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--load-processes", type=int, default=1)
     parser.add_argument(
-        "--markdown", type=Path, default=None, help="also write the summary as a Markdown table"
+        "--memory-requests", type=int, default=None, help="requests per variant (100000)"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results path")
-    parser.add_argument(
-        "--strict", action="store_true", help="exit with status 1 when a suite misses its target"
-    )
+    parser.add_argument("--no-chart", action="store_true", help="do not draw the PNG chart")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write Markdown tables")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a budget line FAILs")
     args = parser.parse_args(argv)
     try:
         args.iterations = iterations_from(
@@ -274,28 +202,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    small = args.iterations <= PRESETS["small"]
     if args.rounds is None:
         # Many short rounds pair better than few long ones on a machine shared with other work.
-        args.rounds = 3 if small else 7 if args.quick else 15
+        args.rounds = 5 if args.quick else 15
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
-    chosen = tuple(s.strip() for s in args.suites.split(",") if s.strip())
-    unknown = [s for s in chosen if s not in SUITES]
-    if unknown:
-        parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}")
+    args.suites = _csv(args.suites, SUITES, "suite(s)", parser)
     if args.no_e2e:
-        chosen = tuple(s for s in chosen if s != "e2e")
-    args.suites = chosen
-    apps = args.asgi_apps or ("raw" if args.quick or small else "raw,starlette")
-    args.asgi_apps = tuple(a.strip() for a in apps.split(",") if a.strip())
-    bad = [a for a in args.asgi_apps if a not in ("raw", "starlette")]
-    if bad:
-        parser.error(f"unknown ASGI app(s) {', '.join(bad)}; choose from raw, starlette")
+        args.suites = tuple(s for s in args.suites if s != "e2e")
+    args.modes = _csv(args.modes, MODES, "mode(s)", parser)
+    args.asgi_apps = _csv(args.asgi_apps, ASGI_APPS, "ASGI app(s)", parser)
+    args.wsgi_apps = _csv(args.wsgi_apps, WSGI_APPS, "WSGI app(s)", parser)
     if args.e2e_seconds is None:
-        args.e2e_seconds = 1.0 if small or args.quick else 4.0
-    args.e2e_rounds = 1 if (small or args.quick) else 3
-    args.e2e_modes = ("sampled",) if small else MODES
+        # Short windows, many rounds: the variants alternate often, so drift of the machine's
+        # load hits all of them alike.
+        args.e2e_seconds = 1.0 if args.quick else 2.0
+    if args.e2e_rounds is None:
+        args.e2e_rounds = 1 if args.quick else 8
+    default_e2e = "sampled" if args.quick else "sampled,unsampled-parent"
+    args.e2e_modes = _csv(args.e2e_modes or default_e2e, MODES, "e2e mode(s)", parser)
+    if args.memory_requests is None:
+        args.memory_requests = 10_000 if args.quick else 100_000
+    if args.memory_requests < 5:
+        parser.error("--memory-requests must be >= 5")
     return args
 
 
@@ -303,8 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     suites: list[SuiteResult] = []
+    e2e: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     timings: dict[str, float] = {}
+    env = environment()
 
     def timed(name: str, fn: Any, *a: Any, **kw: Any) -> Any:
         t0 = time.perf_counter()
@@ -313,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timings[name] = round(time.perf_counter() - t0, 2)
         return result
 
+    common = {"processor": args.processor, "clock": args.clock}
     if "asgi" in args.suites:
         from benchmarks import bench_asgi
 
@@ -322,82 +255,133 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench_asgi.run_inprocess,
                 args.iterations,
                 args.rounds,
-                app_name=app,
-                processor=args.processor,
-                clock=args.clock,
+                args.modes,
+                app,
+                **common,
             )
     if "wsgi" in args.suites:
         from benchmarks import bench_wsgi
 
-        suites += timed(
-            "wsgi",
-            bench_wsgi.run_inprocess,
-            args.iterations,
-            args.rounds,
-            processor=args.processor,
-            clock=args.clock,
-        )
+        for app in args.wsgi_apps:
+            suites += timed(
+                f"wsgi[{app}]",
+                bench_wsgi.run_inprocess,
+                args.iterations,
+                args.rounds,
+                args.modes,
+                app,
+                **common,
+            )
     if "client" in args.suites:
         from benchmarks import bench_client
 
-        # A client request costs ~100x a bare ASGI one (httpx/requests build and parse a lot):
-        # half the iterations keep the suite's share of the run reasonable.
+        # A client request costs ~30-70 us bare (httpx/requests build and parse a lot) and is
+        # noisier than a server one: half the iterations keep the suite's share reasonable.
         found, missing = timed(
             "client",
             bench_client.run_all,
             max(args.iterations // 2, 1),
             args.rounds,
-            processor=args.processor,
-            clock=args.clock,
+            args.modes,
+            **common,
         )
         suites += found
         skipped += missing
     if "e2e" in args.suites:
-        from benchmarks import bench_asgi
+        from benchmarks import bench_e2e
 
         try:
-            suites += timed(
+            e2e = timed(
                 "e2e",
-                bench_asgi.run_e2e,
+                bench_e2e.run_e2e,
                 args.e2e_seconds,
                 args.e2e_rounds,
                 args.e2e_modes,
-                processor=args.processor,
-                load=args.load,
+                "raw",
+                args.processor,
+                args.load,
+                args.connections,
+                args.load_processes,
             )
         except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
-            skipped.append({"suite": "asgi uvicorn e2e", "reason": f"failed: {exc}"})
+            skipped.append({"suite": "asgi[raw] uvicorn", "reason": f"failed: {exc}"})
+    memory_modes = ("sampled", "unsampled-parent")
+    if "memory" in args.suites:
+        from benchmarks import bench_memory
 
-    print_table(suites)
+        def progress(text: str) -> None:
+            print(f"  {text}", file=sys.stderr, flush=True)
+
+        memory = timed(
+            "memory",
+            bench_memory.run_memory,
+            args.memory_requests,
+            bench_memory.TARGETS,
+            "sampled",
+            args.processor,
+            progress=progress,
+        )
+        # The not-recorded path too, for tracewire (the graded variant) alone.
+        memory += timed(
+            "memory (unsampled parent)",
+            bench_memory.run_memory,
+            args.memory_requests,
+            bench_memory.TARGETS,
+            "unsampled-parent",
+            args.processor,
+            roles=("tracewire",),
+            progress=progress,
+        )
+
+    print_suites(suites)
+    if e2e:
+        from benchmarks.bench_e2e import print_e2e
+
+        print_e2e(e2e)
+    if memory:
+        from benchmarks.bench_memory import print_memory
+
+        print_memory(memory)
     for item in skipped:
         print(f"\nSKIPPED {item['suite']}: {item['reason']}")
-    verdicts = [s.verdict() for s in suites]
-    failed = [f"{s.suite} {s.mode}" for s, v in zip(suites, verdicts, strict=True) if v is False]
-    report = {
-        "schema": 1,
-        "environment": environment(),
+    from benchmarks.bench_memory import planned
+
+    lines = budget_lines(suites, e2e, memory, planned(modes=memory_modes))
+    print_budget(lines)
+    counts = {v: sum(1 for x in lines if x.verdict == v) for v in ("PASS", "FAIL", "NOT RUN")}
+    env["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report: dict[str, Any] = {
+        "schema": 2,
+        "environment": env,
         "arguments": {
             "quick": args.quick,
             "iterations": args.iterations,
+            "client_iterations": max(args.iterations // 2, 1),
             "rounds": args.rounds,
             "suites": list(args.suites),
+            "modes": list(args.modes),
             "asgi_apps": list(args.asgi_apps),
+            "wsgi_apps": list(args.wsgi_apps),
             "processor": args.processor,
             "clock": args.clock,
             "e2e_seconds": args.e2e_seconds,
             "e2e_rounds": args.e2e_rounds,
             "e2e_modes": list(args.e2e_modes),
-        },
-        "targets": {
-            "overhead_ratio_vs_contrib": TARGET_RATIO,
-            "absolute_budget_us_reference_machine": BUDGET_US,
+            "load": args.load,
+            "connections": args.connections,
+            "memory_requests": args.memory_requests,
         },
         "suites": [s.as_dict() for s in suites],
+        "e2e": e2e,
+        "memory": memory,
+        "budget": [line.as_dict() for line in lines],
         "skipped": skipped,
         "summary": {
-            "passed": [f"{s.suite} {s.mode}" for s, v in zip(suites, verdicts, strict=True) if v],
-            "failed": failed,
-            "all_pass": not failed and any(v is not None for v in verdicts),
+            "pass": counts["PASS"],
+            "fail": counts["FAIL"],
+            "not_run": counts["NOT RUN"],
+            "failed": [line.key for line in lines if line.verdict == "FAIL"],
+            "all_pass": counts["FAIL"] == 0 and counts["NOT RUN"] == 0,
         },
         "seconds": {**timings, "total": round(time.perf_counter() - started, 2)},
     }
@@ -405,11 +389,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = args.output.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     tmp.replace(args.output)
+    print(f"\nwrote {args.output}", file=sys.stderr)
+    if not args.no_chart:
+        from benchmarks import chart
+
+        if chart.available():
+            print(f"wrote {chart.draw(report, args.output.with_suffix('.png'))}", file=sys.stderr)
+        else:
+            print(
+                "no chart: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr
+            )
     if args.markdown is not None:
-        args.markdown.write_text(markdown(suites), encoding="utf-8")
-    total = report["seconds"]["total"]  # type: ignore[index]
-    print(f"\nwrote {args.output} in {total:.1f} s", file=sys.stderr)
-    return 1 if args.strict and failed else 0
+        args.markdown.write_text(
+            "## Budget\n\n"
+            + budget_grid_markdown([line.as_dict() for line in lines])
+            + "\n"
+            + budget_markdown(lines)
+            + "\n## In process\n\n"
+            + suites_markdown(suites)
+            + ("\n## End to end\n\n" + e2e_markdown(e2e) if e2e else "")
+            + ("\n## Memory\n\n" + memory_markdown(memory) if memory else ""),
+            encoding="utf-8",
+        )
+    print(f"total {report['seconds']['total']:.1f} s", file=sys.stderr)
+    return exit_code(lines, args.strict)
+
+
+def exit_code(lines: Sequence[BudgetLine], strict: bool) -> int:
+    """0, or 1 with ``--strict`` when any budget line FAILs."""
+    return 1 if strict and any(line.verdict == "FAIL" for line in lines) else 0
 
 
 if __name__ == "__main__":
