@@ -23,7 +23,7 @@ from opentelemetry.util.types import AttributeValue
 from tracewire import semconv
 from tracewire._instrument import INSTRUMENTATION_NAME, fault
 
-__all__ = ["DURATION_BUCKETS", "ClientMetrics", "ServerMetrics"]
+__all__ = ["DURATION_BUCKETS", "ClientMetrics", "ServerMetrics", "now"]
 
 # The semantic conventions' explicit bucket advice for HTTP durations, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)

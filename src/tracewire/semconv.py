@@ -7,6 +7,14 @@ from typing import Any
 
 __all__ = [
     "BAGGAGE_PREFIX",
+    "NETWORK_PEER_ADDRESS",
+    "OLD_CLIENT_NAMES",
+    "OLD_SERVER_NAMES",
+    "OLD_TARGET",
+    "PARENT_SOURCE",
+    "POLICY_RULE",
+    "duplicate_client",
+    "duplicate_server",
     "CLIENT_ADDRESS",
     "CLIENT_PORT",
     "ERROR_TYPE",
