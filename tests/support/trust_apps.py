@@ -7,7 +7,9 @@ Every probe answers any path with JSON describing what the app code sees::
 
 and first makes one outgoing call per ``call=URL`` query parameter, with tracewire's client
 hooks built without settings (so the serving middleware's settings apply): ``via=httpx``
-(the default; the async transport under ASGI), ``via=httpx-sync`` or ``via=requests``.
+(the default; the async transport under ASGI), ``via=httpx-sync`` or ``via=requests``; or
+a client made during the request with no tracing of its own, traced only while a global
+switch is on (``via=plain-httpx``, ``via=plain-requests``).
 
 :func:`reverse_proxy` is a real proxy hop (ASGI) that appends the socket peer to
 ``X-Forwarded-For`` (or ``Forwarded``) the way a load balancer does.
@@ -92,6 +94,14 @@ class Clients:
         self._session: requests.Session | None = None
 
     def call_sync(self, url: str, via: str) -> dict[str, Any]:
+        # plain-*: a client made now, traced only if a global switch (instrument()) is on.
+        if via == "plain-requests":
+            r = requests.get(url, timeout=10)
+            return _reply(url, r.status_code, r.content)
+        if via == "plain-httpx":
+            with httpx.Client(timeout=10) as plain:
+                response = plain.get(url)
+            return _reply(url, response.status_code, response.content)
         if via == "requests":
             if self._session is None:
                 self._session = instrument_session(

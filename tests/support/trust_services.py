@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from opentelemetry.sdk.trace import TracerProvider
 
 from tests.support.servers import PYTHON, SubprocessServer, UvicornThread, serving, wait_for
 from tests.support.trust_apps import asgi_probe, provider_with, reverse_proxy
@@ -38,6 +39,7 @@ class Service:
     name: str
     url: str
     spans: SpanSink
+    provider: TracerProvider | None = None  # in-process services only
 
 
 @contextlib.contextmanager
@@ -48,7 +50,7 @@ def uvicorn_service(
     app = TracewireMiddleware(asgi_probe(provider), settings, tracer_provider=provider)
     try:
         with serving(UvicornThread(app, proxy_headers=False)) as server:
-            yield Service(name, server.url, memory_sink(exporter))
+            yield Service(name, server.url, memory_sink(exporter), provider)
     finally:
         provider.shutdown()
 
