@@ -44,12 +44,13 @@ class Service:
 
 @contextlib.contextmanager
 def uvicorn_service(
-    settings: Settings, sampler: str = "always_on", name: str = "uvicorn"
+    settings: Settings, sampler: str = "always_on", name: str = "uvicorn", **config: Any
 ) -> Iterator[Service]:
+    """``config``: more ``uvicorn.Config`` options (``h11_max_incomplete_event_size``)."""
     provider, exporter = provider_with(sampler)
     app = TracewireMiddleware(asgi_probe(provider), settings, tracer_provider=provider)
     try:
-        with serving(UvicornThread(app, proxy_headers=False)) as server:
+        with serving(UvicornThread(app, proxy_headers=False, **config)) as server:
             yield Service(name, server.url, memory_sink(exporter), provider)
     finally:
         provider.shutdown()
@@ -64,9 +65,13 @@ def _answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def gunicorn_service(
-    env: Mapping[str, str], sampler: str = "always_on", name: str = "gunicorn"
+    env: Mapping[str, str],
+    sampler: str = "always_on",
+    name: str = "gunicorn",
+    args: Sequence[str] = (),
 ) -> Iterator[Service]:
-    argv = [GUNICORN, "-w", "1", "-k", "gthread", "--threads", "8", "-b", "{host}:{port}"]
+    """``args``: more gunicorn options (``--limit-request-field_size 0``)."""
+    argv = [GUNICORN, "-w", "1", "-k", "gthread", "--threads", "8", "-b", "{host}:{port}", *args]
     argv += [
         "--timeout",
         "60",
