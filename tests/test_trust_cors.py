@@ -71,6 +71,8 @@ def check_propagated(response: httpx.Response, mode: str) -> None:
         assert response.headers["traceresponse"].startswith("00-")
     else:
         assert response.headers["server-timing"].startswith("trace;desc=00-")
+    # docs/trust.md: tracewire never adds Timing-Allow-Origin (it would expose timing).
+    assert "timing-allow-origin" not in response.headers
 
 
 @pytest.fixture(scope="module", params=MODES)

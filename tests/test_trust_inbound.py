@@ -628,3 +628,69 @@ def test_an_unusable_traceparent_says_invalid(edge: Service, echo: EchoServer, v
     span = edge.spans.server(path)
     assert span["parent_id"] is None
     assert span["attributes"][PARENT_SOURCE] == "invalid:tracecontext"
+
+
+# ------------------------------------------------------------------ conflicts and links
+@pytest.fixture(scope="module")
+def two_formats() -> Iterator[Service]:
+    settings = Settings(
+        propagators=["tracecontext", "b3", "baggage"], incoming="path:/restart/* restart"
+    )
+    with uvicorn_service(settings, name="two-formats") as service:
+        yield service
+
+
+def test_a_conflict_keeps_the_first_and_links_the_other(
+    two_formats: Service, echo: EchoServer
+) -> None:
+    (w3c_trace, w3c_span), (b3_trace, b3_span) = new_ids(), new_ids()
+    path = unique("/open")
+    headers = {"traceparent": traceparent(w3c_trace, w3c_span), "b3": f"{b3_trace}-{b3_span}-1"}
+    call(two_formats, path, echo, headers=headers)
+    span = two_formats.spans.server(path)
+    assert (span["trace_id"], span["parent_id"]) == (w3c_trace, w3c_span)
+    assert span["attributes"][PARENT_SOURCE] == "conflict"
+    assert [(ln["trace_id"], ln["span_id"]) for ln in span["links"]] == [(b3_trace, b3_span)]
+    assert span["links"][0]["attributes"] == {}
+
+
+def test_restart_links_the_caller_and_the_other_trace(
+    two_formats: Service, echo: EchoServer
+) -> None:
+    (w3c_trace, w3c_span), (b3_trace, b3_span) = new_ids(), new_ids()
+    path = unique("/restart")
+    headers = {"traceparent": traceparent(w3c_trace, w3c_span), "b3": f"{b3_trace}-{b3_span}-1"}
+    call(two_formats, path, echo, headers=headers)
+    span = two_formats.spans.server(path)
+    assert span["parent_id"] is None
+    assert span["trace_id"] not in (w3c_trace, b3_trace)
+    assert span["attributes"][PARENT_SOURCE] == "policy:restart"
+    links = {(ln["trace_id"], ln["span_id"]): ln["attributes"] for ln in span["links"]}
+    assert links == {
+        (w3c_trace, w3c_span): {"tracewire.link.reason": "restart"},
+        (b3_trace, b3_span): {},
+    }
+
+
+def test_uvicorns_own_proxy_headers_rewrite_the_peer_before_tracewire(echo: EchoServer) -> None:
+    """docs/trust.md: with uvicorn's proxy_headers on (it trusts 127.0.0.1 by default) the
+    scope's client is already the forwarded address: tracewire sees no proxy at all."""
+    from tests.support.servers import UvicornThread, serving
+    from tests.support.trust_apps import asgi_probe, provider_with
+    from tests.support.trust_spans import memory_sink
+    from tracewire import TracewireMiddleware
+
+    provider, exporter = provider_with()
+    app = TracewireMiddleware(
+        asgi_probe(provider),
+        Settings(incoming="net:203.0.113.0/24 ignore"),
+        tracer_provider=provider,
+    )
+    with serving(UvicornThread(app, proxy_headers=True)) as server:
+        path = unique("/uv")
+        ask(server.url, path, headers={"X-Forwarded-For": "203.0.113.9"})
+        attrs = memory_sink(exporter).server(path)["attributes"]
+    provider.shutdown()
+    assert attrs[CLIENT] == "203.0.113.9"
+    assert PEER not in attrs
+    assert attrs[POLICY_RULE] == "net:203.0.113.0/24 ignore"

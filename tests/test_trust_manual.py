@@ -346,3 +346,16 @@ def test_inside_a_request_the_serving_middlewares_settings_apply(
     assert answer["none"] == {}
     assert answer["extracted"] is None  # the middleware's net: rule ignored the message
     assert cont["extracted"] == TRACE_ID  # no rule matched this source
+
+
+@pytest.mark.parametrize(("hops", "client_outside"), [(31, True), (32, False), (40, False)])
+def test_at_most_32_forwarded_addresses_are_looked_at(
+    default: Any, hops: int, client_outside: bool
+) -> None:
+    """docs/trust.md: beyond 32 forwarded addresses the rest is not read (here: the client's
+    address, left of ``hops`` trusted proxies, is out of reach once there are 32 of them)."""
+    default(Settings(incoming=["net:203.0.113.0/24 ignore"], trusted_proxies=["10.0.0.0/8"]))
+    chain = ", ".join(["203.0.113.9", *(["10.0.0.2"] * hops)])
+    carrier = {"traceparent": TRACEPARENT, "x-forwarded-for": chain}
+    ctx = tracewire.extract(carrier, source="10.0.0.1")
+    assert _parent(ctx).is_valid is not client_outside
