@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.echo import EchoServer
@@ -694,3 +695,47 @@ def test_uvicorns_own_proxy_headers_rewrite_the_peer_before_tracewire(echo: Echo
     assert attrs[CLIENT] == "203.0.113.9"
     assert PEER not in attrs
     assert attrs[POLICY_RULE] == "net:203.0.113.0/24 ignore"
+
+
+def test_first_match_wins(edge: Service, echo: EchoServer) -> None:
+    """From 127.0.0.2 (the ``net:127.0.0.2 ignore`` rule) to /restart/*: the path rule comes
+    first, so it decides."""
+    trace_id, span_id = new_ids()
+    path = unique("/restart")
+    call(edge, path, echo, source=OTHER, headers={"traceparent": traceparent(trace_id, span_id)})
+    span = edge.spans.server(path)
+    assert span["attributes"][POLICY_RULE] == "path:/restart/* restart"
+    assert span["links"][0]["span_id"] == span_id
+
+
+def test_ipv6_peer_and_trusted_proxy(echo: EchoServer) -> None:
+    import socket
+
+    from tests.support.servers import UvicornThread, serving
+    from tests.support.trust_apps import asgi_probe, provider_with
+    from tests.support.trust_spans import memory_sink
+    from tracewire import TracewireMiddleware
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        sock.bind(("::1", 0))
+        port = int(sock.getsockname()[1])
+    provider, exporter = provider_with()
+    settings = Settings(
+        trusted_proxies=["::1"],
+        incoming=["net:2001:db8::/32 ignore", "net:::1 restart"],
+    )
+    app = TracewireMiddleware(asgi_probe(provider), settings, tracer_provider=provider)
+    sink = memory_sink(exporter)
+    with serving(UvicornThread(app, host="::1", port=port, proxy_headers=False)):
+        base = f"http://[::1]:{port}"
+        direct, forwarded = unique("/v6"), unique("/v6")
+        with httpx.Client(timeout=10) as c:
+            assert c.get(base + direct).status_code == 200
+            assert c.get(base + forwarded, headers={"X-Forwarded-For": "2001:db8::5"}).is_success
+        direct_attrs = sink.server(direct)["attributes"]
+        forwarded_attrs = sink.server(forwarded)["attributes"]
+    provider.shutdown()
+    assert direct_attrs[CLIENT] == "::1"
+    assert direct_attrs[POLICY_RULE] == "net:::1 restart"
+    assert (forwarded_attrs[CLIENT], forwarded_attrs[PEER]) == ("2001:db8::5", "::1")
+    assert forwarded_attrs[POLICY_RULE] == "net:2001:db8::/32 ignore"

@@ -359,3 +359,13 @@ def test_at_most_32_forwarded_addresses_are_looked_at(
     carrier = {"traceparent": TRACEPARENT, "x-forwarded-for": chain}
     ctx = tracewire.extract(carrier, source="10.0.0.1")
     assert _parent(ctx).is_valid is not client_outside
+
+
+@pytest.mark.parametrize(
+    ("source", "continued"),
+    [("10.1.2.3:5000", True), ("[::ffff:10.1.2.3]:5000", True), ("203.0.113.9:443", False)],
+)
+def test_extract_source_with_a_port(default: Any, source: str, continued: bool) -> None:
+    default(INCOMING)
+    ctx = tracewire.extract({"traceparent": TRACEPARENT}, source=source)
+    assert _parent(ctx).is_valid is continued
