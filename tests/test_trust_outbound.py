@@ -283,3 +283,30 @@ def test_a_new_trace_gets_our_member_too(
     server = a.spans.server(path)
     (a_client,) = a.spans.clients_in(server["trace_id"])
     assert _tracestate(downstream_headers(answer)) == [("acme", a_client["span_id"])]
+
+
+# -------------------------------------------------------------------------------- redirects
+@pytest.mark.parametrize("via", ["httpx", "httpx-sync", "requests"])
+def test_a_redirect_to_a_disallowed_host_carries_nothing(
+    caller: Service, echoes: dict[str, EchoServer], via: str
+) -> None:
+    """An allowed host answers 302 to a denied one: each hop gets the headers of its own
+    destination, so nothing of ours follows the redirect to the third party."""
+    start = len(echoes[ALLOWED].seen)
+    target = quote(echoes[DENIED].url + "/landed", safe="")
+    trace_id, span_id = new_ids()
+    answer = ask(
+        caller.url,
+        unique("/out"),
+        headers={"traceparent": f"00-{trace_id}-{span_id}-01", "baggage": "tenant=acme"},
+        calls=[f"{echoes[ALLOWED].url}/redirect?to={target}"],
+        via=via,
+    )
+    first = echoes[ALLOWED].seen[start]["headers"]
+    assert first["traceparent"][0].split("-")[1] == trace_id
+    assert first["baggage"] == ["tenant=acme"]
+    landed = downstream_headers(answer)
+    assert answer["calls"][0]["body"]["path"] == "/landed"
+    assert not [h for h in TRACE_HEADERS if h in landed], landed
+    hops = sorted(r["attributes"]["server.address"] for r in caller.spans.clients_in(trace_id))
+    assert hops == sorted([ALLOWED, DENIED])

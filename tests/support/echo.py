@@ -2,7 +2,8 @@
 
 Used as the destination of outgoing calls: what it echoes is what went over the wire. It
 binds to any loopback address (``127.0.0.3`` ...), so host-based rules (``propagate_to``,
-``inject_to``) can be told apart by the destination's address.
+``inject_to``) can be told apart by the destination's address. ``/redirect?to=URL`` answers
+``302`` to ``URL`` (the request is recorded all the same).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from tests.support.servers import free_port, port_open, wait_for
 
@@ -36,7 +38,11 @@ class _Handler(BaseHTTPRequestHandler):
         seen = {"path": self.path, "method": self.command, "headers": _headers(self)}
         self.server.seen.append(seen)
         body = json.dumps(seen).encode()
-        self.send_response(200)
+        if self.path.startswith("/redirect?to="):
+            self.send_response(302)
+            self.send_header("location", unquote(self.path.partition("=")[2]))
+        else:
+            self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()

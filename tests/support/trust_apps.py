@@ -5,8 +5,8 @@ Every probe answers any path with JSON describing what the app code sees::
     {"trace_id": ..., "span_id": ..., "sampled": bool, "valid": bool,
      "baggage": {key: value}, "calls": [{"url": ..., "status": int, "body": <json>}]}
 
-and first makes one outgoing call per ``call=URL`` query parameter, with tracewire's client
-hooks built without settings (so the serving middleware's settings apply): ``via=httpx``
+and first makes one outgoing call (redirects followed) per ``call=URL`` query parameter, with
+tracewire's client hooks built without settings (so the serving middleware's settings apply): ``via=httpx``
 (the default; the async transport under ASGI), ``via=httpx-sync`` or ``via=requests``; or
 a client made during the request with no tracing of its own, traced only while a global
 switch is on (``via=plain-httpx``, ``via=plain-requests``).
@@ -99,7 +99,7 @@ class Clients:
             r = requests.get(url, timeout=10)
             return _reply(url, r.status_code, r.content)
         if via == "plain-httpx":
-            with httpx.Client(timeout=10) as plain:
+            with httpx.Client(timeout=10, follow_redirects=True) as plain:
                 response = plain.get(url)
             return _reply(url, response.status_code, response.content)
         if via == "requests":
@@ -111,7 +111,7 @@ class Clients:
             return _reply(url, r.status_code, r.content)
         if self._sync is None:
             transport = TracewireTransport(tracer_provider=self.provider)
-            self._sync = httpx.Client(transport=transport, timeout=10)
+            self._sync = httpx.Client(transport=transport, timeout=10, follow_redirects=True)
         response = self._sync.get(url)
         return _reply(url, response.status_code, response.content)
 
@@ -120,7 +120,7 @@ class Clients:
             return self.call_sync(url, via)  # blocks the loop briefly; fine for a probe
         if self._async is None:  # made in the server's event loop, used only there
             transport = AsyncTracewireTransport(tracer_provider=self.provider)
-            self._async = httpx.AsyncClient(transport=transport, timeout=10)
+            self._async = httpx.AsyncClient(transport=transport, timeout=10, follow_redirects=True)
         response = await self._async.get(url)
         return _reply(url, response.status_code, response.content)
 
