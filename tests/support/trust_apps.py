@@ -5,11 +5,11 @@ Every probe answers any path with JSON describing what the app code sees::
     {"trace_id": ..., "span_id": ..., "sampled": bool, "valid": bool,
      "baggage": {key: value}, "calls": [{"url": ..., "status": int, "body": <json>}]}
 
-and first makes one outgoing call (redirects followed) per ``call=URL`` query parameter, with
-tracewire's client hooks built without settings (so the serving middleware's settings apply): ``via=httpx``
-(the default; the async transport under ASGI), ``via=httpx-sync`` or ``via=requests``; or
-a client made during the request with no tracing of its own, traced only while a global
-switch is on (``via=plain-httpx``, ``via=plain-requests``).
+and first makes one outgoing call (redirects followed) per ``call=URL`` query parameter,
+with tracewire's client hooks built without settings (so the serving middleware's settings
+apply): ``via=httpx`` (the default; the async transport under ASGI), ``via=httpx-sync`` or
+``via=requests``; or a client made during the request with no tracing of its own, traced
+only while a global switch is on (``via=plain-httpx``, ``via=plain-requests``).
 
 :func:`reverse_proxy` is a real proxy hop (ASGI) that appends the socket peer to
 ``X-Forwarded-For`` (or ``Forwarded``) the way a load balancer does.
