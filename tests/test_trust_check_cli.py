@@ -154,7 +154,6 @@ def test_the_ours_condition() -> None:
     assert "incoming rule: * restart" in theirs
 
 
-@pytest.mark.xfail(strict=True, reason="needs the INVALID_KEY marker from the wire-rules branch")
 def test_an_invalid_header_is_reported() -> None:
     out = lines(
         {}, "GET /x", "traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01"
@@ -186,12 +185,6 @@ def test_bad_settings_are_reported_with_the_rule() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracewire check prints incoming as Rule(...) reprs, not their text form: "
-    "_kinds.py show() falls back to repr() for a Rule (settings.py describe() joins with ', ', "
-    "which is ambiguous for rules that contain commas)",
-)
 def test_check_prints_the_rules_in_their_text_form() -> None:
     done = run(GATEWAY, None)
     assert done.returncode == 0, done.stderr
@@ -199,11 +192,6 @@ def test_check_prints_the_rules_in_their_text_form() -> None:
     assert GATEWAY["TRACEWIRE_INCOMING"] in row
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracewire check prints inject_to as nested tuples ((('*.legacy.mesh',), "
-    "('b3multi',)), ...), not HOSTS=PROPAGATORS: _kinds.py show() uses repr()",
-)
 def test_check_prints_inject_to_in_its_text_form() -> None:
     done = run({"TRACEWIRE_INJECT_TO": "*.legacy.mesh=b3multi; *.partner.example=none"}, None)
     (row,) = [line for line in done.stdout.splitlines() if line.strip().startswith("inject_to ")]

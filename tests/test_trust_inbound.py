@@ -614,7 +614,6 @@ def test_b3_debug_is_honored_without_the_rule(ratio0: Service, echo: EchoServer)
 
 
 # ------------------------------------------------------------------- invalid:<format>
-@pytest.mark.xfail(strict=True, reason="needs the INVALID_KEY marker from the wire-rules branch")
 @pytest.mark.parametrize(
     "value",
     [

@@ -337,13 +337,18 @@ DESTINATIONS = Kind(_parse_destinations, _check_destinations)
 
 # --------------------------------------------------------------------------------- display
 def show(value: object) -> str:
-    """A setting's value as ``tracewire check`` prints it."""
-    if isinstance(value, str):
-        return value
+    """A setting's value as ``tracewire check`` prints it (the text form, where there is one)."""
+    from tracewire.trust import Rule
+
+    if isinstance(value, str | Rule):
+        return str(value)
     if isinstance(value, re.Pattern):
         return f"re:{value.pattern}"
     if isinstance(value, TextMapPropagator):
         return type(value).__name__
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, tuple) for v in value):
+        hosts, names = value  # an inject_to entry
+        return f"{','.join(show(h) for h in hosts)}={','.join(show(n) for n in names)}"
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '?')}:{value.__qualname__}"
     return repr(value)

@@ -177,6 +177,9 @@ class Compiled:
             if settings.incoming or trusted
             else None
         )
+        policy = self.inbound.policy if self.inbound is not None else None
+        if policy is not None and policy.reads_all_headers:
+            self.wanted_headers = None
         if trusted and self.wanted_headers is not None:
             self.wanted_headers |= {settings.client_ip_header.encode("latin-1")}
         self.baggage_attributes = tuple(

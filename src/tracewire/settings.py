@@ -384,7 +384,9 @@ class Settings:
         for f in self.env_fields():
             value = getattr(self, f.name)
             if isinstance(value, tuple):
-                shown = ", ".join(_show(v) for v in value) or "(none)"
+                # Rules and destinations hold commas of their own: their text form uses ";".
+                joiner = "; " if f.name in ("incoming", "inject_to") else ", "
+                shown = joiner.join(_show(v) for v in value) or "(none)"
             elif value is None:
                 shown = "(default)"
             else:

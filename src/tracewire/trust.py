@@ -120,7 +120,10 @@ class Rule:
         if isinstance(self.baggage, str) and self.baggage.strip().lower() in BAGGAGE:
             set_(self, "baggage", self.baggage.strip().lower())
         else:
-            set_(self, "baggage", _strings(self.baggage, "baggage"))
+            keys = _strings(self.baggage, "baggage")
+            if not keys:  # an empty allowlist would drop every member without saying so
+                raise ValueError("baggage= needs accept, drop, or the keys to keep")
+            set_(self, "baggage", keys)
         if self.ours is not None and not isinstance(self.ours, bool):
             raise TypeError(f"ours must be True, False or None, got {self.ours!r}")
         if self.when is not None and not callable(self.when):
@@ -139,7 +142,7 @@ class Rule:
         if self.ours is not None:
             parts.append("ours" if self.ours else "!ours")
         if self.when is not None:
-            parts.append(f"when:{getattr(self.when, '__qualname__', 'callable')}")
+            parts.append(f"when:{getattr(self.when, '__name__', 'callable')}")
         parts.append(self.action if parts else f"* {self.action}")
         if self.sampled != "honor":
             parts.append(f"sampled={self.sampled}")
@@ -176,14 +179,27 @@ def _word(name: str, value: object, choices: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------------------ text form
+_CONDITIONS = {"path": "paths", "net": "networks", "method": "methods"}
+
+
+def _put(found: dict[str, Any], name: str, value: Any, token: str) -> None:
+    # A part given twice would silently lose one of them ("path:/a path:/b" drops /a).
+    if name in found:
+        raise ValueError(f"{token!r} repeats a part: give each once (values joined by ',')")
+    if isinstance(value, str) and not value.strip():
+        # "net:" from an unset variable must not mean "any network".
+        raise ValueError(f"{token!r} has no value")
+    found[name] = value
+
+
 def _condition(token: str, found: dict[str, Any]) -> bool:
     """Fold a condition token into ``found``; ``False`` if it is not one."""
     kind, colon, value = token.partition(":")
-    if colon and kind in ("path", "net", "method"):
-        found[{"path": "paths", "net": "networks", "method": "methods"}[kind]] = value
+    if colon and kind in _CONDITIONS:
+        _put(found, _CONDITIONS[kind], value, token)
         return True
     if token in ("ours", "!ours"):
-        found["ours"] = token == "ours"
+        _put(found, "ours", token == "ours", token)
         return True
     return token == "*"
 
@@ -193,11 +209,11 @@ def _outcome(token: str, found: dict[str, Any]) -> bool:
     name, eq, value = token.partition("=")
     if not eq:
         if token.lower() in (*ACTIONS, *ALIASES):
-            found["action"] = token
+            _put(found, "action", token, token)
             return True
         return False
     if name in ("sampled", "baggage"):
-        found[name] = value
+        _put(found, name, value, token)
         return True
     return False
 
@@ -275,6 +291,8 @@ class Policy:
 
     def __init__(self, rules: Sequence[Rule], label: str) -> None:
         self.rules = tuple(_Compiled(rule, label) for rule in rules)
+        # A when= condition may read any request header: the adapter must not pre-filter them.
+        self.reads_all_headers = any(rule.when is not None for rule in rules)
 
     def decide(self, view: Any, client: Any, ours: bool) -> Decision:
         """The decision for ``view`` whose client is ``client`` (an IP address or ``None``)."""
