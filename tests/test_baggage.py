@@ -314,10 +314,29 @@ def test_value_of_another_type_drops_properties() -> None:
     assert resend(baggage.set_baggage("k", 1, context)) == "k=1"
 
 
-def test_properties_key_only_when_some_member_has_properties() -> None:
-    assert get_value(PROPERTIES_KEY, extract_context(["a=1,b=2"])) is None
-    assert get_value(PROPERTIES_KEY, extract_context(["a=1;p,b=2"])) == {"a": ("1", ";p")}
-    assert get_value(PROPERTIES_KEY, extract_context(["a=1;p,a=2"])) is None
+def test_properties_kept_only_when_some_member_has_properties() -> None:
+    from tracewire.propagators.baggage import _kept
+
+    assert _kept(extract_context(["a=1,b=2"])) is None
+    assert _kept(extract_context(["a=1;p,b=2"])) == {"a": ("1", ";p")}
+    assert _kept(extract_context(["a=1;p,a=2"])) is None
+
+
+def test_baggage_is_parsed_only_when_read() -> None:
+    # A request that never reads its baggage does not pay for parsing it; a read gives the
+    # same as an eager parse, through every way OpenTelemetry's API reads it.
+    context = extract_context(["a=1;p, b=%E2%82%AC ,bad member, a=2"])
+    lazy = get_value(PROPERTIES_KEY, context)
+    assert type(lazy).__name__ == "_LazyBaggage" and lazy._values is not None
+    assert baggage.get_baggage("b", context) == "€"
+    assert lazy._values is None
+    assert dict(baggage.get_all(context)) == {"a": "2", "b": "€"}
+    assert sorted(baggage.get_all(context)) == ["a", "b"]
+    assert len(baggage.get_all(context)) == 2
+    changed = baggage.set_baggage("c", "3", context)
+    assert dict(baggage.get_all(changed)) == {"a": "2", "b": "€", "c": "3"}
+    assert dict(baggage.get_all(context)) == {"a": "2", "b": "€"}  # the original is unchanged
+    assert dict(baggage.get_all(baggage.remove_baggage("a", context))) == {"b": "€"}
 
 
 def test_properties_of_an_earlier_extraction_follow_their_members() -> None:

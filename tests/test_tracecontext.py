@@ -193,9 +193,10 @@ def test_random_flag_not_invented(tracing: Any) -> None:
         assert inject(None)["traceparent"].endswith("-01")
 
 
-def test_random_flag_kept_when_sdk_drops_it() -> None:
+def test_random_flag_kept_when_sdk_drops_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # Older SDKs build a child's flags from the sampling decision only; the flag must still go
     # on for the trace it arrived with, and not for another trace.
+    monkeypatch.setattr(tc, "_FLAGS_KEEP_RANDOM", False)
     _, context = extract([("traceparent", f"00-{TID}-{SID}-03")])
     child = SpanContext(int(TID, 16), 0x42, is_remote=False, trace_flags=TraceFlags(1))
     child_ctx = trace.set_span_in_context(NonRecordingSpan(child), context)
@@ -203,6 +204,15 @@ def test_random_flag_kept_when_sdk_drops_it() -> None:
     other = SpanContext(0x99, 0x42, is_remote=False, trace_flags=TraceFlags(1))
     other_ctx = trace.set_span_in_context(NonRecordingSpan(other), context)
     assert inject(other_ctx)["traceparent"].endswith("-01")
+
+
+def test_random_flag_kept_by_the_sdk_itself() -> None:
+    # This SDK carries the flag to child spans: no context key needed (and none is set).
+    _, context = extract([("traceparent", f"00-{TID}-{SID}-03")])
+    assert context.get(tc.RANDOM_TRACE_ID_KEY) is None
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    with provider.get_tracer("t").start_as_current_span("child", context=context):
+        assert inject(None)["traceparent"].endswith("-03")
 
 
 def test_unknown_bits_of_local_span_not_sent() -> None:

@@ -23,10 +23,11 @@ with no backtracking; once the limits are reached the remaining members are only
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-from opentelemetry.baggage import get_all, set_baggage
+from opentelemetry.baggage import _BAGGAGE_KEY, get_all, set_baggage
 from opentelemetry.context import Context, create_key, get_value, set_value
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -186,9 +187,90 @@ def format_baggage(
     return ",".join(members)
 
 
+class _LazyBaggage(dict[str, object]):
+    """The baggage of one request, parsed from its header fields the first time it is read.
+
+    It stands where OpenTelemetry's baggage API keeps a context's baggage (a ``dict``), and
+    also under ``PROPERTIES_KEY``, so that a request that never reads its baggage (most do
+    not, and many never call downstream) does not pay for parsing it. Every read goes through
+    here, and the first one fills the ``dict`` it is; OpenTelemetry copies it before changing.
+    """
+
+    __slots__ = ("_properties", "_values")
+
+    def __init__(self, values: list[str]) -> None:
+        super().__init__()
+        self._values: list[str] | None = values
+        self._properties: dict[str, tuple[str, str]] | None = None
+
+    def _load(self) -> None:
+        values = self._values
+        if values is None:
+            return
+        members, dropped = parse_members(values)
+        if dropped:
+            warn_limited("baggage", f"dropped {dropped} invalid or over-limit baggage member(s)")
+        # Filled before _values is cleared: a concurrent first read parses again, alike.
+        dict.update(self, ((key, value) for key, value, _ in members))
+        self._properties = _properties_of(members, None)
+        self._values = None
+
+    def properties(self) -> dict[str, tuple[str, str]] | None:
+        self._load()
+        return self._properties
+
+    def __getitem__(self, key: str) -> object:
+        self._load()
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._load()
+        return dict.__len__(self)
+
+    def __repr__(self) -> str:
+        self._load()
+        return dict.__repr__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._load()
+        return dict.__eq__(self, other)
+
+    __hash__ = None  # as dict's
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return dict.get(self, key, default)
+
+    def keys(self) -> Any:
+        self._load()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._load()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._load()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, object]:
+        self._load()
+        return dict(dict.items(self))
+
+
 def _kept(context: Context | None) -> Properties | None:
     """The properties kept in ``context`` (``None``: none; the common case)."""
     kept = context.get(PROPERTIES_KEY) if context is not None else get_value(PROPERTIES_KEY)
+    if isinstance(kept, _LazyBaggage):
+        return kept.properties()
     return kept if isinstance(kept, dict) else None
 
 
@@ -226,6 +308,11 @@ class BaggagePropagator(TextMapPropagator):
         values = getter.get(carrier, BAGGAGE)
         if not values:
             return context
+        if _BAGGAGE_KEY not in context and PROPERTIES_KEY not in context:
+            # Nothing to merge with (the usual extraction into a fresh context): parse later,
+            # if anything reads it. One context copy for both keys.
+            lazy = _LazyBaggage(values)
+            return Context({**context, _BAGGAGE_KEY: lazy, PROPERTIES_KEY: lazy})
         members, dropped = parse_members(values)
         if dropped:
             warn_limited("baggage", f"dropped {dropped} invalid or over-limit baggage member(s)")

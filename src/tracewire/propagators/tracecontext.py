@@ -107,6 +107,35 @@ class _ValidatedTraceState(TraceState):
 _EMPTY_STATE = _ValidatedTraceState(())
 
 
+class _LazyTraceState(TraceState):
+    """A ``TraceState`` parsed from its header fields the first time something reads it.
+
+    Most requests never read their caller's tracestate (it is only sent on, if at all, and
+    exported in the background), so the parse is not paid on the request path. An invalid
+    list reads as empty, exactly as if it had been dropped at extraction.
+    """
+
+    def __init__(self, values: list[str]) -> None:  # no super().__init__(): nothing to check
+        self._values: list[str] | None = values
+        self._parsed: dict[str, str] | None = None
+
+    @property
+    def _dict(self) -> dict[str, str]:  # type: ignore[override]
+        parsed = self._parsed
+        if parsed is None:
+            entries = parse_tracestate(self._values or [])
+            if entries is None:
+                warn_limited("tracestate", "dropped an invalid tracestate header")
+            parsed = self._parsed = dict(entries or ())
+            self._values = None
+        return parsed
+
+
+# Whether this API's TraceFlags carry the random-trace-id bit to child spans themselves (the
+# SDK then keeps it); older ones need the context key below.
+_FLAGS_KEEP_RANDOM = hasattr(TraceFlags, "RANDOM_TRACE_ID")
+
+
 def _fields(value: str) -> bytes | None:
     """The 26 bytes of version, trace id, parent id and flags, if the text is well formed."""
     if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
@@ -238,20 +267,15 @@ class TraceContextPropagator(TextMapPropagator):
             return set_value(INVALID_KEY, True, context)
         trace_id, span_id, flags = parsed
         state_values = getter.get(carrier, TRACESTATE)
-        entries: list[tuple[str, str]] | None = []
-        if state_values:
-            entries = parse_tracestate(state_values)
-            if entries is None:
-                warn_limited("tracestate", "dropped an invalid tracestate header")
         span_context = SpanContext(
             trace_id=trace_id,
             span_id=span_id,
             is_remote=True,
             # Unknown bits are dropped here so that nothing downstream can send them on.
             trace_flags=TraceFlags(flags & _KNOWN_FLAGS),
-            trace_state=_ValidatedTraceState(entries) if entries else _EMPTY_STATE,
+            trace_state=_LazyTraceState(state_values) if state_values else _EMPTY_STATE,
         )
-        if flags & FLAG_RANDOM:
+        if flags & FLAG_RANDOM and not _FLAGS_KEEP_RANDOM:
             # Older SDKs build a child's flags from the sampling decision alone.
             context = set_value(RANDOM_TRACE_ID_KEY, trace_id, context)
         return set_span_in_context(NonRecordingSpan(span_context), context)
