@@ -177,28 +177,36 @@ def _force_flush_all(providers: list[TracerProvider]) -> None:
 
 
 def _at_exit() -> None:
+    # One deadline for the whole stop: counted from the stop signal if one came first, so a
+    # SIGTERM followed by a normal exit waits at most flush_timeout in total.
+    budget = _budget()
     with _lock:
-        providers = list(_providers.items())
+        providers = list(_providers)
         _providers.clear()
-    for provider, timeout in providers:
-        worker = threading.Thread(
-            target=_shutdown_quietly, args=(provider,), name="tracewire-shutdown", daemon=True
+        deadline = _stop_deadline if _stop_deadline is not None else time.monotonic() + budget
+    if not providers:
+        return
+    worker = threading.Thread(
+        target=_shutdown_quietly, args=(providers,), name="tracewire-shutdown", daemon=True
+    )
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
+        with _lock:
+            _stats["timeouts"] += 1
+        logger.warning(
+            "tracewire.sdk: spans not exported within %.1f s of the stop (exporter down or "
+            "slow); the rest is dropped",
+            budget,
         )
-        worker.start()
-        worker.join(timeout)
-        if worker.is_alive():
-            logger.warning(
-                "tracewire.sdk: spans not flushed within %.1f s at exit (exporter down or slow); "
-                "the rest is dropped",
-                timeout,
-            )
 
 
-def _shutdown_quietly(provider: TracerProvider) -> None:
-    try:
-        provider.shutdown()
-    except Exception:
-        logger.debug("tracewire.sdk: provider shutdown failed", exc_info=True)
+def _shutdown_quietly(providers: list[TracerProvider]) -> None:
+    for provider in providers:
+        try:
+            provider.shutdown()
+        except Exception:
+            logger.debug("tracewire.sdk: provider shutdown failed", exc_info=True)
 
 
 class _DrainProcessor(SpanProcessor):
