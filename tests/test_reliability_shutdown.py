@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.reliability import (
+    PYTHON,
     SERVERS,
     new_ids,
     running,
@@ -121,3 +122,19 @@ def test_a_request_in_flight_at_sigterm_is_answered_and_its_span_flushed(
     assert spans[0].kind == "SERVER"
     assert spans[0].attributes["http.response.status_code"] == 200
     assert code in (0, -15), log
+
+
+def test_django_autoreloader_kills_its_server_process_so_nothing_can_flush() -> None:
+    """The documented limit (docs/sdk.md): on SIGTERM, runserver's reloader exits and
+    SIGKILLs the process that serves; use --noreload where the last spans matter."""
+    argv = [
+        PYTHON, "-m", "django", "runserver", "{host}:{port}",
+        "--settings=tests.support.reliability_django",
+    ]  # fmt: skip
+    with OTLPReceiver() as receiver:
+        with running("django-autoreload", server_env(receiver.endpoint, **HOLD_BATCHES), argv) as s:
+            trace_id = _one_request(s.url)
+            code, _ = terminate(s)
+        assert code == 0
+        with pytest.raises(TimeoutError):
+            receiver.wait_for_spans(1, trace_id=trace_id, timeout=3)
