@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.figures import record
 from tests.support.reliability import (
     APPS,
     GUNICORN,
@@ -89,6 +90,7 @@ def test_spans_from_every_worker_reach_the_receiver(setup: str) -> None:
 
             receiver.wait_for(all_arrived, timeout=30)
             log = server.log_tail()
+    record("fork_workers_exporting", len(by_pid), setup=setup, traces=len(wanted))
     assert "Traceback" not in log, log
 
 

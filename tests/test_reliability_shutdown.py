@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.figures import record
 from tests.support.reliability import (
     PYTHON,
     SERVERS,
@@ -56,6 +57,7 @@ def test_sigterm_flushes_the_last_request_and_keeps_the_exit_status(name: str) -
             code, _ = terminate(server)
             log = server.log_tail()
         spans = receiver.wait_for_spans(1, trace_id=trace_id, timeout=10)
+    record("shutdown_flush", name, exit_status=code, spans=len(spans))
     assert [s.kind for s in spans] == ["SERVER"], log
     assert code == expected_code, log
 
@@ -77,6 +79,13 @@ def test_a_stalled_collector_holds_the_stop_for_at_most_the_flush_timeout(name: 
             code, seconds = terminate(server)
             log = server.log_tail()
         attempts = receiver.attempts
+    record(
+        "stalled_collector_stop_seconds",
+        round(seconds, 2),
+        server=name,
+        without_tracewire=round(plain_seconds, 2),
+        flush_timeout=flush_timeout,
+    )
     assert attempts >= 1, log  # the flush did try to export
     assert code == expected_code, log
     # The bound plus the server's own stop time, with a wide margin for a loaded machine;
