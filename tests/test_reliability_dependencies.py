@@ -10,7 +10,6 @@ same process, requests interleaved one by one, as a ratio of medians.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import statistics
 import subprocess
@@ -18,7 +17,6 @@ import sys
 import textwrap
 import threading
 import time
-import tracemalloc
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -186,62 +184,69 @@ def test_no_request_fails_and_latency_stays_within_noise(
 
 
 # ---------------------------------------------------------------- dropped, bounded, logged
-class Counting(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
+DROP_SCRIPT = """
+import json, logging, sys, tracemalloc
+from tracewire import Settings, TracewireWSGIMiddleware, sdk
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+class Count(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+    def emit(self, record):
+        self.messages.append(record.getMessage())
 
+counter = Count()
+logging.getLogger("opentelemetry.sdk._shared_internal").addHandler(counter)
+provider = sdk.configure("dropping", exporter="otlp", endpoint=sys.argv[1], set_global=False,
+                         shutdown_on_exit=False)
 
-def _drive_wsgi(app: Any, n: int) -> None:
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-        return lambda data: None
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
 
+traced = TracewireWSGIMiddleware(app, Settings(), tracer_provider=provider)
+environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "127.0.0.1",
+           "SERVER_PORT": "80", "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1"}
+
+def drive(n):
     for _ in range(n):
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": "/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "80",
-            "wsgi.url_scheme": "http",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-        }
-        result = app(environ, start_response)
-        b"".join(result)
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        body = traced(dict(environ), lambda status, headers, exc_info=None: None)
+        assert b"".join(body) == b"ok"
+        body.close()
+
+tracemalloc.start()
+# The default queue (2,048 spans) is full after these, and holds only spans allocated while
+# tracing memory.
+drive(3000)
+before = tracemalloc.get_traced_memory()[0]
+drive(6000)
+after = tracemalloc.get_traced_memory()[0]
+full = sum("Queue full" in m for m in counter.messages)
+print(json.dumps({"growth": after - before, "queue_full_records": full}))
+"""
 
 
-def test_spans_that_cannot_be_exported_are_dropped_with_bounded_memory_and_one_warning(
-    providers: list[TracerProvider],
-) -> None:
-    handler = Counting()
-    sdk_logger = logging.getLogger("opentelemetry.sdk._shared_internal")
-    sdk_logger.addHandler(handler)
-    try:
-        with faulty_provider("down", providers) as provider:
-            app = TracewireWSGIMiddleware(wsgi_app, Settings(), tracer_provider=provider)
-            tracemalloc.start()
-            try:
-                # The default queue (2,048 spans) is full after these, and holds only spans
-                # allocated while tracing memory.
-                _drive_wsgi(app, 3000)
-                before = tracemalloc.get_traced_memory()[0]
-                _drive_wsgi(app, 6000)
-                after = tracemalloc.get_traced_memory()[0]
-            finally:
-                tracemalloc.stop()
-    finally:
-        sdk_logger.removeHandler(handler)
-    growth = after - before
-    record("exporter_down_memory_growth_bytes", growth, spans=6000)
+def test_spans_that_cannot_be_exported_are_dropped_with_bounded_memory_and_one_warning() -> (
+    None
+):
+    # A fresh process: the limit is per process and per minute, and memory is its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = ROOT
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(DROP_SCRIPT), endpoint],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.splitlines()[-1])
+    record("exporter_down_memory_growth_bytes", found["growth"], spans=6000)
     # 6,000 more spans kept would be over 10 MB; dropped, the growth is noise.
-    assert growth < 1_000_000, growth
-    full = [r for r in handler.records if "Queue full" in r.getMessage()]
-    assert len(full) == 1, [r.getMessage() for r in handler.records]
+    assert found["growth"] < 1_000_000, found
+    assert found["queue_full_records"] == 1, found
 
 
 # --------------------------------------------------------- provider shut down or swapped
