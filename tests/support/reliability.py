@@ -42,6 +42,11 @@ SERVERS: dict[str, list[str]] = {
         GUNICORN, "-c", GUNICORN_CONF, "-k", "gthread", "--threads", "4", "-w", "1",
         "-b", "{host}:{port}", "--graceful-timeout", "20", f"{APPS}:wsgi_app",
     ],
+    # --preload: configure runs in the master, before the fork.
+    "gunicorn-sync-preload": [
+        GUNICORN, "-c", GUNICORN_CONF, "-k", "sync", "-w", "1", "--preload",
+        "-b", "{host}:{port}", "--graceful-timeout", "20", f"{APPS}:wsgi_app",
+    ],
     "werkzeug": [PYTHON, "-m", APPS, "werkzeug", "{host}", "{port}"],
     "django": [
         PYTHON, "-m", "django", "runserver", "--noreload", "{host}:{port}",
