@@ -61,16 +61,6 @@ def register(provider: TracerProvider, flush_timeout: float) -> None:
         _install_signal_handlers()
 
 
-def unregister(provider: TracerProvider) -> None:
-    with _lock:
-        _providers.pop(provider, None)
-
-
-def stats() -> dict[str, int]:
-    with _lock:
-        return dict(_stats)
-
-
 def _after_fork_in_child() -> None:
     # A lock held by another thread at fork time would stay held forever in the child.
     global _lock, _flusher, _stop_deadline, _in_handler
