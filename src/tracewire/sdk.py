@@ -23,6 +23,12 @@ argument             environment variable                         default
 ``otlp`` is OTLP over HTTP/protobuf and needs the ``otlp`` extra
 (``pip install 'tracewire[otlp]'``); ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` switches to the gRPC
 exporter when ``opentelemetry-exporter-otlp-proto-grpc`` is installed.
+
+Operational guarantees (each proven by a test, see docs/reliability.md): the spans of a
+provider built here are flushed when the process stops normally *and* on SIGTERM (uvicorn,
+hypercorn, gunicorn, werkzeug, Django runserver), waiting at most ``flush_timeout`` seconds;
+an exporter built from a name is re-created in a forked child; the export path's own log
+records are limited to one per kind per minute.
 """
 
 from __future__ import annotations
@@ -56,6 +62,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from tracewire import _exportlog, _fork, _stop
+
 __all__ = [
     "EXPORTERS",
     "PROCESSORS",
@@ -64,6 +72,7 @@ __all__ = [
     "configure",
     "get_exporters",
     "otlp_exporter",
+    "suppressed_log_records",
 ]
 
 logger = logging.getLogger("tracewire")
@@ -82,6 +91,8 @@ SAMPLERS = (
 )
 PROCESSORS = ("batch", "simple")
 PROTOCOLS = ("http/protobuf", "grpc")
+# The longest a stop (exit or SIGTERM) waits for the last spans to be exported, by default.
+DEFAULT_FLUSH_TIMEOUT = 5.0
 
 OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"
@@ -114,6 +125,8 @@ def configure(
     processor: str | None = None,
     set_global: bool = True,
     shutdown_on_exit: bool = True,
+    flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+    limit_export_logs: bool = True,
 ) -> TracerProvider:
     """Build an SDK ``TracerProvider``, attach exporters, and (by default) make it global.
 
@@ -134,7 +147,13 @@ def configure(
         processor: ``"batch"`` (default) or ``"simple"`` (export each span as it ends). The
             ``"memory"`` exporter always uses ``"simple"``, so its spans are readable at once.
         set_global: make the provider the global one (``trace.set_tracer_provider``).
-        shutdown_on_exit: flush and shut down at interpreter exit (``atexit``).
+        shutdown_on_exit: flush when the process stops: at interpreter exit (``atexit``) and
+            on SIGTERM (chained to the handler that was there before, or re-raised with its
+            default action), and while a server drains after SIGTERM.
+        flush_timeout: the longest (seconds) a stop waits for the last spans to be exported;
+            after that they are dropped, so a dead collector cannot hold the stop.
+        limit_export_logs: let the exporter's and span processors' own log records through
+            at most once per kind per minute (see :func:`suppressed_log_records`).
 
     Returns the provider. With ``OTEL_SDK_DISABLED=true`` it records and exports nothing.
     Raises ``ValueError`` for a bad argument or variable (naming it and the valid choices) and
@@ -146,6 +165,14 @@ def configure(
     endpoint = _endpoint(endpoint)
     chosen_sampler = _sampler(sampler, sampler_arg)
     chosen_processor = _choice("processor", "batch" if processor is None else processor, PROCESSORS)
+    if (
+        isinstance(flush_timeout, bool)
+        or not isinstance(flush_timeout, int | float)
+        or not 0 <= flush_timeout <= 600
+    ):
+        raise ValueError(
+            f"flush_timeout must be a number of seconds from 0 to 600, got {flush_timeout!r}"
+        )
 
     attributes: dict[str, AttributeValue] = dict(resource_attributes or {})
     if service_name is not None:
@@ -153,7 +180,8 @@ def configure(
     provider = TracerProvider(
         sampler=chosen_sampler,
         resource=Resource.create(attributes),
-        shutdown_on_exit=shutdown_on_exit,
+        # The SDK's own atexit shutdown waits up to 30 s per processor: ours is bounded.
+        shutdown_on_exit=False,
     )
 
     made: list[SpanExporter] = []
@@ -165,6 +193,10 @@ def configure(
             made.append(built)
             provider.add_span_processor(_processor(built, chosen_processor))
     _exporters[provider] = tuple(made)
+    if made and limit_export_logs:
+        _exportlog.install()
+    if shutdown_on_exit:
+        _stop.register(provider, float(flush_timeout))
 
     if set_global:
         trace.set_tracer_provider(provider)
@@ -178,8 +210,23 @@ def configure(
 
 
 def get_exporters(provider: TracerProvider) -> tuple[SpanExporter, ...]:
-    """The exporters ``configure`` attached to ``provider`` (e.g. to read a memory exporter)."""
-    return _exporters.get(provider, ())
+    """The exporters ``configure`` attached to ``provider`` (e.g. to read a memory exporter).
+
+    In a forked child, an exporter that ``configure`` re-created for that process is the one
+    returned.
+    """
+    return tuple(_fork.unwrap(e) for e in _exporters.get(provider, ()))
+
+
+def suppressed_log_records() -> dict[str, int]:
+    """How many log records of the export path were held back by the rate limit, by logger.
+
+    ``configure`` (with ``limit_export_logs=True``, the default) lets each kind of record of
+    the OTLP exporters and the SDK's span processors through at most once per minute; the
+    next one that passes says how many were suppressed. This is the running total per logger
+    name in this process.
+    """
+    return _exportlog.suppressed()
 
 
 def otlp_exporter(endpoint: str | None = None, **kwargs: Any) -> SpanExporter:
@@ -288,15 +335,19 @@ def _sampler(sampler: str | Sampler | None, sampler_arg: float | None) -> Sample
 
 
 def _build_exporter(spec: ExporterSpec, endpoint: str | None, label: str) -> SpanExporter | None:
+    if isinstance(spec, InMemorySpanExporter | ConsoleSpanExporter):
+        return spec  # nothing to renew after a fork
     if isinstance(spec, SpanExporter):
-        return spec
+        return _fork.ForkAwareExporter(spec)  # warns once if used in a forked child
     if spec == "none":
         return None
     if spec == "console":
         return ConsoleSpanExporter()
     if spec == "memory":
         return InMemorySpanExporter()
-    return _otlp(endpoint, label, {})
+    otlp = _otlp(endpoint, label, {})
+    # Re-created in a forked child: its connection pool must not be shared with the parent.
+    return _fork.ForkAwareExporter(otlp, lambda: _otlp(endpoint, label, {}))
 
 
 def _protocol() -> str:
@@ -327,6 +378,6 @@ def _otlp(endpoint: str | None, label: str, kwargs: dict[str, Any]) -> SpanExpor
 
 def _processor(exporter: SpanExporter, kind: str) -> SpanProcessor:
     # Memory exporters exist to be read right after the span ends; batching would hide spans.
-    if kind == "simple" or isinstance(exporter, InMemorySpanExporter):
+    if kind == "simple" or isinstance(_fork.unwrap(exporter), InMemorySpanExporter):
         return SimpleSpanProcessor(exporter)
     return BatchSpanProcessor(exporter)

@@ -148,12 +148,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the unread body would corrupt the next request
             self._reply(404, b"only POST /v1/traces is served here\n", "text/plain")
             return
+        owner = self.server.owner
+        owner._attempted()
         try:
             request = self._read_request()
         except _BodyError as exc:
             self._reply(exc.status, (exc.reason + "\n").encode(), "text/plain")
             return
-        self.server.owner._add(decode_spans(request))
+        if owner.stall_seconds > 0:
+            time.sleep(owner.stall_seconds)  # a slow collector: the exporter waits for this
+        if owner.reply_status != 200:
+            self._reply(owner.reply_status, b"refused by test setting\n", "text/plain")
+            return
+        owner._add(decode_spans(request))
         self._reply(200, ExportTraceServiceResponse().SerializeToString(), PROTOBUF)
 
     def _read_request(self) -> ExportTraceServiceRequest:
@@ -199,6 +206,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # many exporting processes may connect at once
 
     def __init__(self, address: tuple[str, int], owner: OTLPReceiver) -> None:
         self.owner = owner
@@ -212,11 +220,24 @@ class OTLPReceiver:
         host: interface to listen on; keep it on loopback.
         port: ``0`` (default) picks a free port; see ``port`` after ``start()``.
         max_body: largest accepted request body, compressed and decompressed (bytes).
+        stall_seconds: wait this long before answering each export (a slow collector).
+        reply_status: answer each export with this status; anything but 200 keeps no spans
+            (503 plays an overloaded collector, which exporters retry).
 
-    Spans are kept in arrival order; reading and waiting are thread-safe.
+    Spans are kept in arrival order; reading and waiting are thread-safe. ``requests`` counts
+    the exports accepted, ``attempts`` every ``POST /v1/traces`` that arrived. Both settings
+    can be changed while the receiver runs.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, max_body: int = MAX_BODY):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_body: int = MAX_BODY,
+        stall_seconds: float = 0.0,
+        reply_status: int = 200,
+    ):
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535, got {port!r}")
         if not isinstance(max_body, int) or max_body <= 0:
@@ -224,7 +245,10 @@ class OTLPReceiver:
         self.host = host
         self.port = port
         self.max_body = max_body
+        self.stall_seconds = stall_seconds
+        self.reply_status = reply_status
         self.requests = 0
+        self.attempts = 0
         self._spans: list[ReceivedSpan] = []
         self._changed = threading.Condition()
         self._server: _Server | None = None
@@ -271,6 +295,10 @@ class OTLPReceiver:
         return self.endpoint + TRACES_PATH
 
     # ---------------------------------------------------------------------------- reading
+    def _attempted(self) -> None:
+        with self._changed:
+            self.attempts += 1
+
     def _add(self, spans: list[ReceivedSpan]) -> None:
         with self._changed:
             self.requests += 1
