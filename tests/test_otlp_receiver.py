@@ -182,7 +182,7 @@ def test_keep_alive_connection_serves_several_exports(receiver):
 @pytest.mark.parametrize(
     ("path", "headers", "content", "status"),
     [
-        ("/v1/metrics", PROTOBUF, b"", 404),
+        ("/v1/logs", PROTOBUF, b"", 404),
         ("/v1/traces", {"Content-Type": "application/json"}, b"{}", 415),
         ("/v1/traces", PROTOBUF, b"\xff\xff\xff not protobuf", 400),
         ("/v1/traces", {**PROTOBUF, "Content-Encoding": "br"}, b"x", 415),

@@ -265,11 +265,6 @@ if sys.version_info >= (3, 11):
         assert span.attributes["error.type"] == "asyncio.exceptions.CancelledError"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a WebSocket app that raises before accepting gets no http.response.status_code "
-    "on its span (the server answers the handshake with 500)",
-)
 def test_websocket_raising_before_accept_records_a_status(sink: Sink) -> None:
     async def ws_app(scope: Any, receive: Any, send: Any) -> None:
         await receive()  # websocket.connect
@@ -431,13 +426,7 @@ WSGI_CASES: dict[str, tuple[WsgiApp, int | None, StatusCode, str | None, int | N
 }  # fmt: skip
 
 
-WSGI_KNOWN_DEFECTS = {
-    "exc_info-after-headers-sent": pytest.mark.xfail(
-        strict=True,
-        reason="the span records the 500 passed to start_response with exc_info after the "
-        "headers were sent, though the client got the 200 (the server re-raised instead)",
-    )
-}
+WSGI_KNOWN_DEFECTS: dict[str, Any] = {}
 
 
 @pytest.mark.parametrize(

@@ -40,13 +40,25 @@ _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 _lock = threading.RLock()
 # provider -> its flush budget in seconds
-_providers: weakref.WeakKeyDictionary[TracerProvider, float] = weakref.WeakKeyDictionary()
+# (tracer providers, and the meter providers built with them)
+_providers: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 _atexit_registered = False
 _installed: dict[int, _Handler] = {}  # signal -> the handler that was there before ours
 _stop_deadline: float | None = None  # monotonic; set once a stop signal arrived
 _flusher: threading.Thread | None = None
 _in_handler = False
 _stats = {"signal_flushes": 0, "drain_flushes": 0, "timeouts": 0}
+
+
+def register_flushable(provider: Any, flush_timeout: float) -> None:
+    """Flush and shut down ``provider`` (a ``MeterProvider``) with the tracer providers."""
+    global _atexit_registered
+    with _lock:
+        _providers[provider] = flush_timeout
+        if not _atexit_registered:
+            atexit.register(_at_exit)
+            _atexit_registered = True
+        _install_signal_handlers()
 
 
 def register(provider: TracerProvider, flush_timeout: float) -> None:

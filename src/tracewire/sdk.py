@@ -17,6 +17,7 @@ argument             environment variable                         default
 ``endpoint``         ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,       ``http://localhost:4318``
                      ``OTEL_EXPORTER_OTLP_ENDPOINT``
 ``sampler``          ``OTEL_TRACES_SAMPLER`` / ``_ARG``           ``parentbased_always_on``
+``metrics``          ``OTEL_METRICS_EXPORTER``                    where the traces go
 (all)                ``OTEL_SDK_DISABLED=true``: no export at all
 ===================  ===========================================  ==========================
 
@@ -38,10 +39,11 @@ import logging
 import os
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -61,16 +63,19 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.util.types import AttributeValue
+from typing_extensions import TypedDict, Unpack
 
-from tracewire import _exportlog, _fork, _stop
+from tracewire import _exportlog, _fork, _sdk_metrics, _stop
 
 __all__ = [
     "EXPORTERS",
     "PROCESSORS",
     "SAMPLERS",
     "ExporterSpec",
+    "Options",
     "configure",
     "get_exporters",
+    "get_meter_provider",
     "otlp_exporter",
     "suppressed_log_records",
 ]
@@ -112,23 +117,41 @@ GRPC_MISSING = (
 _exporters: weakref.WeakKeyDictionary[TracerProvider, tuple[SpanExporter, ...]] = (
     weakref.WeakKeyDictionary()
 )
+# The meter provider built next to each configured tracer provider.
+_meters: weakref.WeakKeyDictionary[TracerProvider, MeterProvider] = weakref.WeakKeyDictionary()
 
 
-def configure(
-    service_name: str | None = None,
-    *,
-    exporter: ExporterSpec | Sequence[ExporterSpec] | None = None,
-    endpoint: str | None = None,
-    sampler: str | Sampler | None = None,
-    sampler_arg: float | None = None,
-    resource_attributes: Mapping[str, AttributeValue] | None = None,
-    processor: str | None = None,
-    set_global: bool = True,
-    shutdown_on_exit: bool = True,
-    flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
-    limit_export_logs: bool = True,
-) -> TracerProvider:
-    """Build an SDK ``TracerProvider``, attach exporters, and (by default) make it global.
+class Options(TypedDict, total=False):
+    """The keyword arguments of :func:`configure` (all optional)."""
+
+    exporter: ExporterSpec | Sequence[ExporterSpec] | None
+    endpoint: str | None
+    sampler: str | Sampler | None
+    sampler_arg: float | None
+    resource_attributes: Mapping[str, AttributeValue] | None
+    processor: str | None
+    set_global: bool
+    shutdown_on_exit: bool
+    flush_timeout: float
+    limit_export_logs: bool
+    metrics: bool | str | None
+
+
+class _Plan(NamedTuple):
+    """What :func:`configure` decided from its arguments and the environment, before building."""
+
+    specs: list[ExporterSpec]
+    label: str
+    endpoint: str | None
+    sampler: Sampler | None
+    processor: str
+    metrics: list[str]
+    attributes: dict[str, AttributeValue]
+
+
+def configure(service_name: str | None = None, **options: Unpack[Options]) -> TracerProvider:
+    """Build an SDK ``TracerProvider`` (and ``MeterProvider``), attach exporters, and (by
+    default) make them global.
 
     Args:
         service_name: the resource's ``service.name``. Default: ``OTEL_SERVICE_NAME``, then
@@ -146,7 +169,8 @@ def configure(
             ``OTEL_RESOURCE_ATTRIBUTES`` (and ``service_name`` wins over both).
         processor: ``"batch"`` (default) or ``"simple"`` (export each span as it ends). The
             ``"memory"`` exporter always uses ``"simple"``, so its spans are readable at once.
-        set_global: make the provider the global one (``trace.set_tracer_provider``).
+        set_global: make the providers the global ones (``trace.set_tracer_provider``,
+            ``metrics.set_meter_provider``).
         shutdown_on_exit: flush when the process stops: at interpreter exit (``atexit``) and
             on SIGTERM (chained to the handler that was there before, or re-raised with its
             default action), and while a server drains after SIGTERM.
@@ -154,17 +178,54 @@ def configure(
             after that they are dropped, so a dead collector cannot hold the stop.
         limit_export_logs: let the exporter's and span processors' own log records through
             at most once per kind per minute (see :func:`suppressed_log_records`).
+        metrics: where tracewire's HTTP metrics go: ``True`` (where the traces go), ``False``,
+            or ``"otlp"``, ``"console"``, ``"memory"``, ``"none"``. Default:
+            ``OTEL_METRICS_EXPORTER``, else where the traces go. :func:`get_meter_provider`
+            returns the ``MeterProvider``.
 
     Returns the provider. With ``OTEL_SDK_DISABLED=true`` it records and exports nothing.
-    Raises ``ValueError`` for a bad argument or variable (naming it and the valid choices) and
-    ``ImportError`` with the ``pip install`` line when an exporter's package is missing.
+    Raises ``ValueError`` for a bad argument or variable (naming it and the valid choices),
+    ``TypeError`` for an unknown argument, and ``ImportError`` with the ``pip install`` line
+    when an exporter's package is missing.
     """
+    unknown = sorted(set(options) - set(Options.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"configure() got unknown argument(s) {', '.join(unknown)}; "
+            f"known: service_name, {', '.join(Options.__annotations__)}"
+        )
+    plan = _plan(service_name, options)
+    resource = Resource.create(plan.attributes)
+    provider = TracerProvider(
+        sampler=plan.sampler,
+        resource=resource,
+        # The SDK's own atexit shutdown waits up to 30 s per processor: ours is bounded.
+        shutdown_on_exit=False,
+    )
+    disabled = os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
+    made = [] if disabled else _attach_exporters(provider, plan)
+    _exporters[provider] = tuple(made)
+    meter = None if disabled else _sdk_metrics.build(plan.metrics, plan.endpoint, resource)
+    if meter is not None:
+        _meters[provider] = meter
+    if made and options.get("limit_export_logs", True):
+        _exportlog.install()
+    if options.get("shutdown_on_exit", True):
+        timeout = float(options.get("flush_timeout", DEFAULT_FLUSH_TIMEOUT))
+        _stop.register(provider, timeout)
+        if meter is not None:
+            _stop.register_flushable(meter, timeout)
+    if options.get("set_global", True):
+        _make_global(provider, meter)
+    return provider
+
+
+def _plan(service_name: str | None, options: Options) -> _Plan:
     if service_name is not None and (not isinstance(service_name, str) or not service_name):
         raise ValueError(f"service_name must be a non-empty string, got {service_name!r}")
-    specs, exporter_label = _exporter_specs(exporter)
-    endpoint = _endpoint(endpoint)
-    chosen_sampler = _sampler(sampler, sampler_arg)
-    chosen_processor = _choice("processor", "batch" if processor is None else processor, PROCESSORS)
+    specs, label = _exporter_specs(options.get("exporter"))
+    processor = options.get("processor")
+    flush_timeout = options.get("flush_timeout", DEFAULT_FLUSH_TIMEOUT)
     if (
         isinstance(flush_timeout, bool)
         or not isinstance(flush_timeout, int | float)
@@ -173,40 +234,46 @@ def configure(
         raise ValueError(
             f"flush_timeout must be a number of seconds from 0 to 600, got {flush_timeout!r}"
         )
-
-    attributes: dict[str, AttributeValue] = dict(resource_attributes or {})
+    attributes: dict[str, AttributeValue] = dict(options.get("resource_attributes") or {})
     if service_name is not None:
         attributes[SERVICE_NAME] = service_name
-    provider = TracerProvider(
-        sampler=chosen_sampler,
-        resource=Resource.create(attributes),
-        # The SDK's own atexit shutdown waits up to 30 s per processor: ours is bounded.
-        shutdown_on_exit=False,
+    return _Plan(
+        specs=specs,
+        label=label,
+        endpoint=_endpoint(options.get("endpoint")),
+        sampler=_sampler(options.get("sampler"), options.get("sampler_arg")),
+        processor=_choice("processor", "batch" if processor is None else processor, PROCESSORS),
+        metrics=_sdk_metrics.metrics_choice(options.get("metrics"), specs),
+        attributes=attributes,
     )
 
-    made: list[SpanExporter] = []
-    if os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true":
-        for spec in specs:
-            built = _build_exporter(spec, endpoint, exporter_label)
-            if built is None:
-                continue
-            made.append(built)
-            provider.add_span_processor(_processor(built, chosen_processor))
-    _exporters[provider] = tuple(made)
-    if made and limit_export_logs:
-        _exportlog.install()
-    if shutdown_on_exit:
-        _stop.register(provider, float(flush_timeout))
 
-    if set_global:
-        trace.set_tracer_provider(provider)
-        if trace.get_tracer_provider() is not provider:
-            logger.warning(
-                "tracewire.sdk.configure: a global TracerProvider was already set and "
-                "OpenTelemetry does not allow replacing it; the new provider is returned but "
-                "is not global (pass tracer_provider= to the middlewares, or set_global=False)"
-            )
-    return provider
+def _attach_exporters(provider: TracerProvider, plan: _Plan) -> list[SpanExporter]:
+    made: list[SpanExporter] = []
+    for spec in plan.specs:
+        built = _build_exporter(spec, plan.endpoint, plan.label)
+        if built is not None:
+            made.append(built)
+            provider.add_span_processor(_processor(built, plan.processor))
+    return made
+
+
+def _make_global(provider: TracerProvider, meter: MeterProvider | None) -> None:
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        logger.warning(
+            "tracewire.sdk.configure: a global TracerProvider was already set and "
+            "OpenTelemetry does not allow replacing it; the new provider is returned but "
+            "is not global (pass tracer_provider= to the middlewares, or set_global=False)"
+        )
+    # OpenTelemetry allows one global MeterProvider; a second configure() keeps the first.
+    if meter is not None and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
+        metrics.set_meter_provider(meter)
+
+
+def get_meter_provider(provider: TracerProvider) -> MeterProvider | None:
+    """The ``MeterProvider`` ``configure`` built next to ``provider`` (``None``: metrics off)."""
+    return _meters.get(provider)
 
 
 def get_exporters(provider: TracerProvider) -> tuple[SpanExporter, ...]:

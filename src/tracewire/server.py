@@ -358,10 +358,26 @@ class ServerCall:
     def response_started(self, status: int, headers: Any) -> list[tuple[str, str]]:
         """Record the status (a SERVER span is an error for 5xx, not 4xx); return the
         response headers tracewire adds (``traceresponse`` / ``server-timing``, opt-in)."""
-        self.status = status
+        self.record_status(status, headers)
+        return self.response_headers(headers)
+
+    def response_headers(self, headers: Any) -> list[tuple[str, str]]:
+        """The response headers tracewire adds (opt-in), without recording anything."""
         span = self.span
         if span is None:
             return []
+        try:
+            return self._response_headers(span, headers)
+        except Exception as exc:
+            fault("response-headers", exc)
+            return []
+
+    def record_status(self, status: int, headers: Any) -> None:
+        """Record the response's status and headers (and call the response hook)."""
+        self.status = status
+        span = self.span
+        if span is None:
+            return
         if self.recording:
             try:
                 self._record_response(span, status, headers)
@@ -370,11 +386,6 @@ class ServerCall:
             hook = self.plan.server_response_hook
             if hook is not None:
                 hook(span, ResponseInfo(status, headers))
-        try:
-            return self._response_headers(span, headers)
-        except Exception as exc:
-            fault("response-headers", exc)
-            return []
 
     def _record_response(self, span: Span, status: int, headers: Any) -> None:
         attributes: Attributes = {semconv.HTTP_RESPONSE_STATUS_CODE: status}

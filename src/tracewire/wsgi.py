@@ -97,15 +97,19 @@ class _StartResponse:
     def __call__(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
+        call = self.call
+        extra = call.response_headers(headers)
+        sent = [*headers, *extra] if extra else headers
+        if exc_info is not None:
+            # After the headers went out the server re-raises: the status the client got stays.
+            write = self.start_response(status, sent, exc_info)
+        else:
+            write = self.start_response(status, sent)
         try:
-            extra = self.call.response_started(int(status[:3]), headers)
-            if extra:
-                headers = [*headers, *extra]
+            call.record_status(int(status[:3]), headers)
         except Exception as exc:
             fault("wsgi-response", exc)
-        if exc_info is not None:
-            return self.start_response(status, headers, exc_info)
-        return self.start_response(status, headers)
+        return write
 
 
 class _Body:

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 TRACES_PATH = "/v1/traces"
+METRICS_PATH = "/v1/metrics"
 PROTOBUF = "application/x-protobuf"
 MAX_BODY = 16 * 1024 * 1024
 
@@ -143,7 +144,18 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as exporters' sessions expect
     server: _Server
 
+    def _metrics(self) -> None:
+        # Metric exports are accepted and counted (the demo shows traces only); an empty
+        # protobuf body is an ExportMetricsServiceResponse with nothing rejected.
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        self.server.owner.metric_exports += 1
+        self._reply(200, b"", PROTOBUF)
+
     def do_POST(self) -> None:
+        if self.path.partition("?")[0] == METRICS_PATH:
+            self._metrics()
+            return
         if self.path.partition("?")[0] != TRACES_PATH:
             self.close_connection = True  # the unread body would corrupt the next request
             self._reply(404, b"only POST /v1/traces is served here\n", "text/plain")
@@ -247,6 +259,7 @@ class OTLPReceiver:
         self.max_body = max_body
         self.stall_seconds = stall_seconds
         self.reply_status = reply_status
+        self.metric_exports = 0  # POST /v1/metrics received (accepted, not kept)
         self.requests = 0
         self.attempts = 0
         self._spans: list[ReceivedSpan] = []
