@@ -36,7 +36,10 @@ TRACESTATES = [
     ",".join(f"k{i}=v{i}" for i in range(32)),
     ",".join(f"k{i}=v{i}" for i in range(33)),
     "a=" + "x" * 256 + ",b=1",
-    ",".join(f"long{i}=" + "y" * 200 for i in range(32)),
+    ",".join(f"long{i:02d}=" + "y" * 256 for i in range(32)),
+    ",".join(
+        [*(f"s{i}=v" for i in range(4)), *(f"k{i:02d}" * 60 + "=" + "y" * 256 for i in range(20))]
+    ),
     "dup=1,dup=2,other=3",
     "bad key=1",
     "k=v ",

@@ -32,6 +32,7 @@ import hashlib
 import io
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,9 @@ EXPORTER = InMemorySpanExporter()
 PROVIDER = TracerProvider()
 PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTER))
 TRACER = PROVIDER.get_tracer("tests.fuzz")
+
+# Which rules the inputs reached (the tests check that the seeds reach every one).
+STATS: Counter[str] = Counter()
 
 # (settings keywords, does a single valid traceparent decide the parent?)
 CONFIGS: tuple[tuple[dict[str, Any], bool], ...] = (
@@ -176,6 +180,7 @@ def check_traceparent(data: bytes) -> None:
         assert not found.is_valid, "an invalid or repeated traceparent was continued"
         return
     trace_id, span_id, flags = expected
+    STATS["traceparent:valid"] += 1
     assert (found.trace_id, found.span_id) == (trace_id, span_id)
     assert found.trace_flags == flags & 0x03, "unknown flag bits are dropped"
     out: dict[str, str] = {}
@@ -210,10 +215,12 @@ def check_tracestate(data: bytes) -> None:
     if not members:
         assert "tracestate" not in out
         return
+    STATS["tracestate:entries"] += 1
     sent = out["tracestate"].split(",")
     if len(",".join(members)) <= 8192:
         assert sent == members, "a tracestate within the limits goes on unchanged"
         return
+    STATS["tracestate:truncated"] += 1
     # Truncated: whole entries only, in order, long ones (> 128) before any short one.
     it = iter(members)
     assert all(any(s == m for m in it) for s in sent), "truncation kept whole entries in order"
@@ -265,6 +272,9 @@ def check_baggage(data: bytes) -> None:
         and all(len(m) <= 4096 for m in valid)  # tracewire's per-member cap; see issue 10
     ):
         assert len(entries) == len(valid), "a valid baggage within the limits lost members"
+    STATS["baggage:kept" if entries else "baggage:none"] += 1
+    if dropped:
+        STATS["baggage:dropped"] += 1
     ctx = BAGGAGE.extract(_carrier("baggage", lines), getter=asgi_getter)
     assert dict(baggage.get_all(ctx)) == dict(entries)
     out: dict[str, str] = {}
@@ -304,6 +314,7 @@ def _check_b3(headers: list[tuple[bytes, bytes]]) -> None:
         assert not found.is_valid, "invalid B3 headers were continued"
         return
     trace_id, span_id, state = expected
+    STATS[f"b3:state={state or 'defer'}"] += 1
     assert found.is_valid
     if trace_id:
         assert (found.trace_id, found.span_id) == (trace_id, span_id)
@@ -448,21 +459,24 @@ def _forwarded(case: Case) -> list[tuple[bytes, bytes]]:
 
 def check_emitted(bare: Downstream, traced: Downstream, current: trace.SpanContext) -> None:
     """What tracewire added to each outgoing request is valid; the rest is the caller's."""
-    assert len(bare.sent) == len(traced.sent), "a different number of downstream calls"
-    for plain, with_tracing in zip(bare.sent, traced.sent, strict=True):
-        rest = list(with_tracing)
-        for pair in plain:
-            assert pair in rest, "a header of the caller was changed or removed"
-            rest.remove(pair)
-        added = dict(rest)
-        assert len(added) == len(rest), "tracewire sent one header twice"
-        for name in added:
-            assert name not in {n for n, _ in plain}, "tracewire doubled a caller's header"
-        spec.check_outgoing(added)
-        if "traceparent" in added and current.is_valid:
-            assert added["traceparent"][3:35] == f"{current.trace_id:032x}", "trace id lost"
-    bare.sent.clear()
-    traced.sent.clear()
+    try:
+        assert len(bare.sent) == len(traced.sent), "a different number of downstream calls"
+        for plain, with_tracing in zip(bare.sent, traced.sent, strict=True):
+            rest = list(with_tracing)
+            for pair in plain:
+                assert pair in rest, "a header of the caller was changed or removed"
+                rest.remove(pair)
+            added = dict(rest)
+            assert len(added) == len(rest), "tracewire sent one header twice"
+            for name in added:
+                assert name not in {n for n, _ in plain}, "tracewire doubled a caller's header"
+            spec.check_outgoing(added)
+            STATS.update(f"downstream:{name}" for name in added)
+            if "traceparent" in added and current.is_valid:
+                assert added["traceparent"][3:35] == f"{current.trace_id:032x}", "trace id lost"
+    finally:
+        bare.sent.clear()
+        traced.sent.clear()
 
 
 # ------------------------------------------------------------------------------ the apps
@@ -615,6 +629,13 @@ def _expected_parent(case: Case, joined: bool) -> int | None:
     return found[0] if found is not None else None
 
 
+def _fresh(*clients: Clients) -> None:
+    """Forget what an earlier (possibly failed) check left behind."""
+    for each in clients:
+        each.downstream.sent.clear()
+    EXPORTER.clear()
+
+
 def _finished_server_spans() -> int:
     spans = EXPORTER.get_finished_spans()
     EXPORTER.clear()
@@ -629,6 +650,7 @@ def _compare_with_added_header(
     assert len(added) == 1, f"expected one {mode} header, got {len(added)}"
     name, value = (x.decode("latin-1") if isinstance(x, bytes) else x for x in added[0])
     trace_id, span_id = spec.check_response_header(name, value)
+    STATS[f"response:{name}"] += 1
     assert name == mode
     assert seen.span is not None
     assert (trace_id, span_id) == (seen.span.trace_id, seen.span.span_id), (
@@ -636,8 +658,11 @@ def _compare_with_added_header(
     )
 
 
-def check_asgi_case(case: Case) -> None:
-    server = asgi_server(case.config)
+def check_asgi_case(case: Case, server: Server | None = None) -> None:
+    """Invariants 1-4 for one request; ``server`` replaces the real one (to test the checks)."""
+    if server is None:
+        server = asgi_server(case.config)
+    _fresh(server.bare_clients, server.traced_clients)
     before = context.get_current()
     server.bare_app.case = server.traced_app.case = case
     bare = run_asgi(server.bare_app, case)
@@ -651,6 +676,9 @@ def check_asgi_case(case: Case) -> None:
     expected = _expected_parent(case, joined=False)
     if expected is not None:
         assert seen.span.trace_id == expected, "a valid traceparent was not continued"
+        STATS["server:continued"] += 1
+    if bare.error:
+        STATS["server:app-raised"] += 1
     check_emitted(server.bare_clients.downstream, server.traced_clients.downstream, seen.span)
     if case.response_mode != "none":
         traced = run_asgi(server.wrapped[case.response_mode], case)
@@ -787,8 +815,11 @@ def wsgi_server(config: int) -> Server:
     return Server(WsgiApp(bare_clients), bare_clients, traced_app, traced_clients, wrapped)
 
 
-def check_wsgi_case(case: Case) -> None:
-    server = wsgi_server(case.config)
+def check_wsgi_case(case: Case, server: Server | None = None) -> None:
+    """Invariants 1-4 for one request; ``server`` replaces the real one (to test the checks)."""
+    if server is None:
+        server = wsgi_server(case.config)
+    _fresh(server.bare_clients, server.traced_clients)
     before = context.get_current()
     server.bare_app.case = server.traced_app.case = case
     bare = run_wsgi(server.bare_app, case)
@@ -802,6 +833,9 @@ def check_wsgi_case(case: Case) -> None:
     expected = _expected_parent(case, joined=True)
     if expected is not None:
         assert seen.span.trace_id == expected, "a valid traceparent was not continued"
+        STATS["server:continued"] += 1
+    if bare.error:
+        STATS["server:app-raised"] += 1
     check_emitted(server.bare_clients.downstream, server.traced_clients.downstream, seen.span)
     if case.response_mode != "none":
         traced = run_wsgi(server.wrapped[case.response_mode], case)
@@ -834,6 +868,7 @@ def check_client_case(case: Case) -> None:
     """Calls under a context extracted from the fuzzed headers (the status bits choose the
     URL; ``streamed`` adds a local span in between; ``forward`` copies headers onto the call)."""
     bare, traced = client_pair(case.config)
+    _fresh(bare, traced)
     settings = settings_for(case.config)
     extracted = settings.composite.extract_detailed(list(case.headers), asgi_getter).context
     url = URLS[STATUSES.index(case.status) % len(URLS)]
