@@ -7,6 +7,8 @@ many repeats and many header lines; and on raw random bytes through the fuzzers'
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,8 +17,14 @@ from tests.fuzz import targets
 from tests.fuzz.inputs import MAX_BYTES, MAX_LINES, Case, decode, encode
 from tests.fuzz.strategies import cases, value_lines
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-SERVER = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+# TRACEWIRE_FUZZ_EXAMPLES=20000 makes this a long fuzz run where atheris is not available.
+EXAMPLES = int(os.environ.get("TRACEWIRE_FUZZ_EXAMPLES", "0")) or None
+FAST = settings(
+    max_examples=EXAMPLES or 150, deadline=None, suppress_health_check=list(HealthCheck)
+)
+SERVER = settings(
+    max_examples=EXAMPLES or 120, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @pytest.mark.parametrize(
