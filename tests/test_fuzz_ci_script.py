@@ -98,6 +98,34 @@ def test_a_missing_version_is_reported_in_a_clear_line(tmp_path: Path) -> None:
     assert f"== python {here}: {bin_dir / f'python{here}'} -> " in out or here == default
 
 
+@pytest.mark.parametrize(
+    ("source", "code", "result"),
+    [
+        ("def helper():\n    pass\n", 5, "FAILED (pytest exit 5: no tests collected)"),
+        ("def test_one():\n    assert True\n", 0, "ok: 1 passed"),
+        ("def test_one():\n    assert False\n", 1, "FAILED (exit 1): 1 failed"),
+    ],
+)
+def test_a_step_fails_on_no_tests_as_on_failed_tests(
+    tmp_path: Path, source: str, code: int, result: str
+) -> None:
+    module = tmp_path / "test_module.py"
+    module.write_text(source)
+    pytest_run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(module)]
+    done = subprocess.run(
+        ["bash", str(CI), "--step", "a step", *pytest_run],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == code, done.stdout + done.stderr
+    summary = done.stdout.rstrip().splitlines()[-1]
+    assert summary.split()[:2] == ["a", "step"]
+    assert result in summary, summary
+
+
 @pytest.mark.slow  # ~5 s of process start-up; .ci/run's own fuzz pass covers it in CI
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris not installed")
 def test_the_fuzz_pass_runs_and_counts_inputs() -> None:

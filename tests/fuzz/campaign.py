@@ -87,14 +87,21 @@ def run_target(name: str, seconds: int, artifacts: Path, work: Path) -> tuple[bo
     if code == 0 and found:
         return True, line + ", no crash"
     crashes = sorted(artifacts.glob(f"{name}-*"))
-    print(f"---- fuzz {name} failed (exit {code}); the end of its output:", file=sys.stderr)
-    print("\n".join(output.splitlines()[-60:]), file=sys.stderr)
+    lines = [x for x in output.splitlines() if not x.startswith("INFO: Instrumenting")]
+    # The Python exception (the invariant that broke) first, then the end of the output.
+    start = next((i for i, x in enumerate(lines) if "Uncaught Python exception" in x), None)
+    print(f"---- fuzz {name} failed (exit {code}):", file=sys.stderr)
+    if start is not None:
+        print("\n".join(lines[start : start + 40]), file=sys.stderr)
+        print("---- the end of its output:", file=sys.stderr)
+    print("\n".join(lines[-25:]), file=sys.stderr)
     for crash in crashes:
         data = crash.read_bytes()
         print(f"---- failing input {crash} ({len(data)} bytes), base64:", file=sys.stderr)
         print(base64.b64encode(data).decode(), file=sys.stderr)
         print(
-            f"     keep it: base64 -d > tests/fuzz/regressions/{name}/<name> (see docs/fuzzing.md)",
+            f"     keep it: echo <that base64> | base64 -d > tests/fuzz/regressions/{name}/<name>"
+            " (see docs/fuzzing.md)",
             file=sys.stderr,
         )
     return False, line + f", FAILED (exit {code}, {len(crashes)} crash file(s) in {artifacts})"

@@ -13,6 +13,7 @@ new inputs going to a temporary directory. A failing input is written by libFuzz
 
 from __future__ import annotations
 
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,17 @@ TARGET_NAMES = ("traceparent", "tracestate", "baggage", "b3", "b3multi", "asgi",
 def _usage() -> int:
     print(__doc__, file=sys.stderr)
     return 2
+
+
+def _launcher(name: str) -> str:
+    """An executable that starts this target: libFuzzer's -fork/-jobs modes re-run argv[0]."""
+    folder = Path(tempfile.mkdtemp(prefix=f"tracewire-fuzz-{name}-launcher-"))
+    script = folder / "fuzz"
+    script.write_text(
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(__file__)} {name} "$@"\n'
+    )
+    script.chmod(0o755)
+    return str(script)
 
 
 def main(argv: list[str]) -> int:
@@ -61,8 +73,11 @@ def main(argv: list[str]) -> int:
         options.append("-max_len=8192")
     if not any(o.startswith("-timeout=") for o in options):
         options.append("-timeout=20")
+    program = argv[0]
+    if any(o.startswith(("-fork=", "-jobs=", "-workers=")) for o in options):
+        program = _launcher(name)
     # libFuzzer ends the process itself; its last line says "Done N runs in S second(s)".
-    atheris.Setup([argv[0], *options, *corpora], check)
+    atheris.Setup([program, *options, *corpora], check)
     atheris.Fuzz()
     return 0
 
