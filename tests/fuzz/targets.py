@@ -20,8 +20,10 @@ Invariants of the server and client targets:
    tracewire adds, which is valid and names the server span the app saw;
 3. every header tracewire adds to an outgoing request is valid per SPECS.md, and the caller's
    own headers reach the wire unchanged;
-4. the request context is detached afterwards, at most one SERVER span ends per request, and
-   no warning tracewire logs contains a header value.
+4. the request context is detached afterwards; at most one SERVER span ends per request and,
+   when sampled, it is the span the app saw, with its HTTP attributes; no warning tracewire
+   logs contains a header value;
+5. a single valid ``traceparent`` is continued when tracecontext decides the parent.
 """
 
 from __future__ import annotations
@@ -145,10 +147,6 @@ def _lines(data: bytes) -> list[str]:
 
 def _carrier(name: str, values: Sequence[str]) -> list[tuple[bytes, bytes]]:
     return [(name.encode(), v.encode("utf-8", "surrogatepass")) for v in values]
-
-
-def _asgi_carrier(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return list(headers)
 
 
 def _one(values: Sequence[str]) -> str | None:
