@@ -1,0 +1,99 @@
+"""Bugs the fuzz invariants found, each kept as a test with its input.
+
+The raw inputs are under ``tests/fuzz/regressions/<target>/`` too (replayed by
+``test_fuzz_corpus.py``). Bugs in files the fuzzing work may not change are strict xfails
+here: the day they are fixed, the xfail turns into a failure that says so, and the exemption
+in ``tests.fuzz.targets.known_host_port_bug`` can go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from tests.conftest import Tracing
+from tests.fuzz import targets
+from tests.fuzz.inputs import Case, encode
+from tests.fuzz.seeds import REGRESSIONS, TP
+from tracewire import Settings, TracewireMiddleware, TracewireWSGIMiddleware
+
+# "Host: mock.test:\xb2": latin-1 0xB2 is SUPERSCRIPT TWO, for which str.isdigit() is True
+# and int() raises ValueError.
+SUPERSCRIPT_PORT = Case(headers=((b"host", b"mock.test:\xb2"), (b"traceparent", TP.encode())))
+SUPERSCRIPT_PORT_SAME_ORIGIN = Case(config=6, headers=SUPERSCRIPT_PORT.headers)
+HOST_BUG = (
+    "asgi.py/wsgi.py _host_port: a Host port of superscript digits passes str.isdigit() and "
+    "int() raises; the SERVER span loses every attribute, and with a same-origin rule in "
+    "propagate_to/baggage_to the request gets no SERVER span at all"
+)
+
+
+def test_the_regression_inputs_are_on_disk() -> None:
+    for target, case in (("asgi", SUPERSCRIPT_PORT_SAME_ORIGIN), ("wsgi", SUPERSCRIPT_PORT)):
+        path = REGRESSIONS / target / "host-superscript-port"
+        assert path.read_bytes() == encode(case)
+        # Replays clean only through the exemption for the known bug (see the xfails below).
+        assert targets.known_host_port_bug(case)
+        targets.TARGETS[target](path.read_bytes())
+
+
+def _asgi_request(app: Any, headers: list[tuple[bytes, bytes]]) -> int:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    return int(sent[0]["status"])
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _wsgi_ok(environ: Any, start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [])
+    return [b"ok"]
+
+
+def _server_span(tracing: Tracing) -> Any:
+    spans = [s for s in tracing.spans() if s.kind.name == "SERVER"]
+    assert len(spans) == 1, "no SERVER span for the request"
+    return spans[0]
+
+
+@pytest.mark.parametrize("settings", [{}, {"propagate_to": ["same-origin"]}])
+@pytest.mark.xfail(strict=True, reason=HOST_BUG)
+def test_asgi_superscript_host_port_keeps_a_described_span(
+    tracing: Tracing, settings: dict[str, Any]
+) -> None:
+    app = TracewireMiddleware(_ok, Settings(**settings), tracer_provider=tracing.provider)
+    assert _asgi_request(app, list(SUPERSCRIPT_PORT.headers)) == 200  # the app is unharmed
+    span = _server_span(tracing)
+    assert span.attributes["http.request.method"] == "GET"
+    assert span.attributes["server.address"] == "mock.test"
+
+
+@pytest.mark.parametrize("settings", [{}, {"propagate_to": ["same-origin"]}])
+@pytest.mark.xfail(strict=True, reason=HOST_BUG)
+def test_wsgi_superscript_host_port_keeps_a_described_span(
+    tracing: Tracing, settings: dict[str, Any]
+) -> None:
+    app = TracewireWSGIMiddleware(_wsgi_ok, Settings(**settings), tracer_provider=tracing.provider)
+    statuses: list[str] = []
+    body = app(
+        targets.environ_for(SUPERSCRIPT_PORT), lambda status, headers: statuses.append(status)
+    )
+    assert b"".join(body) == b"ok" and statuses == ["200 OK"]  # the app is unharmed
+    getattr(body, "close", lambda: None)()
+    span = _server_span(tracing)
+    assert span.attributes["http.request.method"] == "GET"
+    assert span.attributes["server.address"] == "mock.test"
