@@ -41,14 +41,16 @@ def _fill(unit: bytes, size: int) -> bytes:
 SHAPES: dict[str, Callable[[int], Headers]] = {
     "traceparent: one huge value": lambda n: [(b"traceparent", TP + b"-" + _fill(b"a", n))],
     "tracestate: a long list": lambda n: [(b"traceparent", TP), (b"tracestate", _fill(b"k=v,", n))],
-    "tracestate: many lines": lambda n: [(b"traceparent", TP)]
-    + [(b"tracestate", b"k=v")] * (n // 13),
+    "tracestate: many lines": lambda n: (
+        [(b"traceparent", TP)] + [(b"tracestate", b"k=v")] * (n // 13)
+    ),
     "baggage: a long list": lambda n: [(b"baggage", _fill(b"key=value,", n))],
     "baggage: many lines": lambda n: [(b"baggage", b"key=value")] * (n // 16),
     "b3: one huge value": lambda n: [(b"b3", _fill(b"a3ce929d0e0e4736-", n))],
     "x-b3-traceid: one huge value": lambda n: [(b"x-b3-traceid", _fill(b"f", n))],
-    "many other header lines": lambda n: [(b"traceparent", TP)]
-    + [(f"x-f{i}".encode(), b"v") for i in range(n // 8)],
+    "many other header lines": lambda n: (
+        [(b"traceparent", TP)] + [(f"x-f{i}".encode(), b"v") for i in range(n // 8)]
+    ),
 }
 BASELINE = [(b"traceparent", TP)]
 

@@ -226,9 +226,7 @@ print(json.dumps({"held": before, "growth": after - before, "queue_full_records"
 """
 
 
-def test_spans_that_cannot_be_exported_are_dropped_with_bounded_memory_and_one_warning() -> (
-    None
-):
+def test_spans_that_cannot_be_exported_are_dropped_with_bounded_memory_and_one_warning() -> None:
     # A fresh process: the limit is per process and per minute, and memory is its own.
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONPATH"] = ROOT
@@ -243,9 +241,7 @@ def test_spans_that_cannot_be_exported_are_dropped_with_bounded_memory_and_one_w
     )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.splitlines()[-1])
-    record(
-        "exporter_down_memory_growth_bytes", found["growth"], spans=6000, held=found["held"]
-    )
+    record("exporter_down_memory_growth_bytes", found["growth"], spans=6000, held=found["held"])
     # What the first 3,000 spans left allocated ("held", ~8 MB): the full queue (2,048) and
     # the batch being exported (512), ~3 kB a span. Keeping 6,000 more would add ~18 MB;
     # dropped, the growth is at most one batch cycling through the exporter.
@@ -396,9 +392,7 @@ def test_a_propagator_that_raises_on_import_fails_at_start_up(tmp_path: Path, wh
         argv = [sys.executable, "-c", code[where]]
     if where != "code":
         env["OTEL_PROPAGATORS"] = "tracecontext,boom"
-    result = subprocess.run(
-        argv, capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     setting = "propagators" if where == "code" else "OTEL_PROPAGATORS"

@@ -104,9 +104,7 @@ def test_an_ignored_sigterm_and_a_set_up_off_the_main_thread_are_left_alone(wher
         """
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        "SIG_IGN" if where == "ignored" else "SIG_DFL"
-    )
+    assert result.stdout.strip() == ("SIG_IGN" if where == "ignored" else "SIG_DFL")
 
 
 def test_shutdown_on_exit_false_installs_nothing() -> None:

@@ -76,10 +76,18 @@ def check_baggage(value: str) -> None:
     members = value.split(",")
     assert len(members) <= 180, "more baggage members than tracewire's cap"
     for member in members:
-        key, eq, val = member.partition("=")
+        # A member received with properties is sent on with them, exactly as received.
+        pair, _, properties = member.partition(";")
+        key, eq, val = pair.partition("=")
         assert eq, "baggage member without '='"
         assert BAGGAGE_KEY_RE.fullmatch(key), "bad baggage key"
         assert BAGGAGE_VALUE_RE.fullmatch(val), "bad baggage value"
+        for prop in properties.split(";") if properties else ():
+            name, _, prop_value = prop.strip(" \t").partition("=")
+            assert BAGGAGE_KEY_RE.fullmatch(name.strip(" \t")), "bad baggage property key"
+            assert not prop_value or BAGGAGE_VALUE_RE.fullmatch(prop_value.strip(" \t")), (
+                "bad baggage property value"
+            )
         raw = re.sub("%([0-9A-F]{2})", lambda m: chr(int(m[1], 16)), val).encode("latin-1")
         raw.decode("utf-8")  # what is percent-encoded is UTF-8
 
@@ -144,6 +152,8 @@ def oracle_traceparent(value: str) -> tuple[int, int, int] | None:
         return None
     if version == "00" and rest is not None:
         return None  # version 00 is exactly 55 characters
+    if len(value) > 8192:
+        return None  # "disallow prohibitively large headers": tracewire's bound for later versions
     if rest is not None and "," in value:
         return None  # two fields joined by a server: a repeated header
     if not _nonzero(trace_id) or not _nonzero(span_id):
@@ -198,6 +208,7 @@ def oracle_b3_multi(
 def oracle_tracestate(values: list[str]) -> list[tuple[str, str]] | None:
     """All ``tracestate`` fields as one list; any bad member drops it all; left-most key wins."""
     entries: dict[str, str] = {}
+    received = 0
     for raw in ",".join(values).split(","):
         member = raw.strip(" \t")
         if not member:
@@ -206,6 +217,7 @@ def oracle_tracestate(values: list[str]) -> list[tuple[str, str]] | None:
         if not eq or not TS_KEY_RE.fullmatch(key) or not TS_VALUE_RE.fullmatch(val):
             return None
         entries.setdefault(key, val)
-        if len(entries) > 32:
+        received += 1
+        if received > 32:  # counted as received, duplicates included
             return None
     return list(entries.items())
