@@ -76,6 +76,7 @@ ENV_EXAMPLES: dict[str, tuple[str, object]] = {
     ),
     "capture_client_response_headers": ("Content-Type", ("content-type",)),
     "semconv": ("HTTP/dup", "http/dup"),
+    "background_spans": ("Linked", "linked"),
     "client_ip_header": ("Forwarded", "forwarded"),
     "tracestate_key": ("acme", "acme"),
     "baggage_attributes": ("user.id, tenant", ("user.id", "tenant")),

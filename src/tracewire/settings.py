@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from tracewire.propagation import CompositePropagator
 
 __all__ = [
+    "BACKGROUND_SPANS",
     "DEFAULT_REDACT_HEADERS",
     "DEFAULT_REDACT_QUERY",
     "OTEL_PROPAGATORS",
@@ -51,6 +52,10 @@ PREFIX = "TRACEWIRE_"
 OTEL_PROPAGATORS = "OTEL_PROPAGATORS"
 
 RESPONSE_PROPAGATION = ("none", "traceresponse", "server-timing")
+# How background work handed off by a request (Starlette BackgroundTasks, tracewire.context)
+# is traced: its own INTERNAL span in the request's trace, a new trace linked to the request,
+# or no span of its own.
+BACKGROUND_SPANS = ("child", "linked", "off")
 
 DEFAULT_REDACT_HEADERS = (
     "authorization",
@@ -181,6 +186,13 @@ class Settings:
     redact_query_params: Sequence[str] = field(
         default=DEFAULT_REDACT_QUERY,
         metadata=_meta(k.NAMES, "query parameters whose values are redacted"),
+    )
+    background_spans: str = field(
+        default="child",
+        metadata=_meta(
+            k.choice(BACKGROUND_SPANS),
+            "work after the response: child (a span in the request's trace) | linked | off",
+        ),
     )
     semconv: str = field(
         default="http",
