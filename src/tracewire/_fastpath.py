@@ -17,6 +17,8 @@ This relies on SDK internals, all read once per tracer (never per request) and c
   the SDK's own ``ALWAYS_OFF`` static sampler;
 * ``ParentBased._root``, asked for ``sampled=ignore`` (``tracewire.trust``), where the
   caller's sampled flag must not decide;
+* ``Tracer.sampler``'s type, to know that the SDK's own samplers never read attributes
+  (so they are set only on spans that record);
 * ``Tracer._is_enabled()`` (the experimental tracer configurator) and
   ``Tracer._tracer_metrics`` (the SDK's own span metrics, ``NoOpTracerMetrics`` unless
   ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``): a disabled tracer, or counted spans, are
@@ -93,14 +95,53 @@ def _probe(tracer: Tracer) -> _Plan | None:
     return _Plan(real.id_generator, remote, local, getattr(real, "_is_enabled", None))
 
 
+def _builtin(sampler: Any) -> bool:
+    """Whether ``sampler`` is one of the SDK's own, which never read a span's attributes."""
+    try:
+        from opentelemetry.sdk.trace.sampling import (
+            ParentBased,
+            ParentBasedTraceIdRatio,
+            StaticSampler,
+            TraceIdRatioBased,
+        )
+    except ImportError:  # pragma: no cover - the SDK is a dependency
+        return False
+    kind = type(sampler)
+    if kind in (StaticSampler, TraceIdRatioBased):
+        return True
+    if kind not in (ParentBased, ParentBasedTraceIdRatio):
+        return False
+    delegates = (
+        "_root",
+        "_remote_parent_sampled",
+        "_remote_parent_not_sampled",
+        "_local_parent_sampled",
+        "_local_parent_not_sampled",
+    )
+    return all(_builtin(getattr(sampler, name, None)) for name in delegates)
+
+
 class UnsampledChildren:
     """Makes the SDK's not-sampled child of a not-sampled parent, when the shortcut holds."""
 
-    __slots__ = ("_plan", "_tracer")
+    __slots__ = ("_plan", "_reads", "_tracer")
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
         self._plan: _Plan | None = None
+        self._reads: bool | None = None
+
+    def sampler_reads_attributes(self) -> bool:
+        """Whether the provider's sampler may look at a span's attributes (a custom one may;
+        the SDK's own never do). Only then are they built before the sampler decides: for a
+        span it drops, nothing is built at all."""
+        reads = self._reads
+        if reads is None:
+            real = _sdk_tracer(self._tracer)
+            if real is None:
+                return True  # not known yet: assume it reads them
+            reads = self._reads = not _builtin(getattr(real, "sampler", None))
+        return reads
 
     def root_sampled(self, trace_id: int, name: str) -> bool | None:
         """What the provider's sampler decides for a new root in trace ``trace_id`` (for

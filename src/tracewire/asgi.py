@@ -11,7 +11,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from tracewire._instrument import fault
-from tracewire.carriers import asgi_getter
+from tracewire.carriers import asgi_getter, scanned_getter
 from tracewire.compiled import Compiled
 from tracewire.defaults import SettingsSource
 from tracewire.server import ROUTE_KEY, SPAN_KEY, RequestView, ServerCall, ServerTracer
@@ -44,54 +44,62 @@ def route_from_scope(scope: Scope) -> str | None:
 
 
 def _scan(headers: Any, wanted: frozenset[bytes] | None) -> tuple[Any, str | None, str | None]:
-    """One pass over the request headers: those the propagators and header capture read,
-    the ``Host`` (``None`` if absent or repeated) and the ``User-Agent``.
+    """One pass over the request headers: those the propagators and header capture read, as
+    a ``{name: [values]}`` dict (or the list itself when ``wanted`` is unknown), the ``Host``
+    (``None`` if absent or repeated) and the ``User-Agent``.
 
-    Each propagator then scans the short list instead of every header of the request. Names
-    are lowercase by ASGI's rules; a server that breaks them is still matched.
+    The propagators then read the few headers they want by key instead of scanning every
+    header of the request. Names are lowercase by ASGI's rules; a server that breaks them is
+    still matched.
     """
-    found: list[tuple[bytes, bytes]] | None = None if wanted is None else []
+    found: dict[str, list[str]] = {}
     host: bytes | None = None
     hosts = 0
     agent: bytes | None = None
-    for pair in headers:
-        name = pair[0]
-        if not name.islower():
-            name = name.lower()
+    for raw, value in headers:
+        name = raw if raw.islower() else raw.lower()
         if name == b"host":
-            host, hosts = pair[1], hosts + 1
+            host, hosts = value, hosts + 1
         elif name == b"user-agent":
-            agent = pair[1]
-        if found is not None and name in wanted:  # type: ignore[operator]
-            found.append(pair)
+            agent = value
+        if wanted is not None and name in wanted:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            values = found.get(key)
+            if values is None:
+                found[key] = [text]
+            else:
+                values.append(text)
     return (
-        headers if found is None else found,
+        headers if wanted is None else found,
         host.decode("latin-1") if host is not None and hosts == 1 else None,
         agent.decode("latin-1") if agent is not None else None,
     )
 
 
 def _view(scope: Scope, plan: Compiled, route_of: RouteOf) -> RequestView:
-    carrier, host, agent = _scan(scope.get("headers", ()), plan.wanted_headers)
+    wanted = plan.wanted_headers
+    carrier, host, agent = _scan(scope.get("headers", ()), wanted)
     raw = scope.get("raw_path")
     query = scope.get("query_string")
     server = scope.get("server")
     client = scope.get("client")
+    # Positional, in RequestView's field order: this runs for every request.
     return RequestView(
-        method=scope.get("method", "GET"),
-        scheme=scope.get("scheme", "ws" if scope["type"] == "websocket" else "http"),
-        path=scope.get("path", ""),
-        carrier=carrier,
-        getter=asgi_getter,
-        native=scope,
-        raw_path=raw.decode("latin-1").partition("?")[0] if raw else None,
-        query=query.decode("latin-1") if query else None,
-        host=host,
-        server=(server[0], server[1]) if server else None,
-        client=client[0] if client else None,
-        user_agent=agent,
-        protocol=scope.get("http_version", "1.1"),
-        route_of=route_of,
+        scope.get("method", "GET"),
+        scope.get("scheme", "ws" if scope["type"] == "websocket" else "http"),
+        scope.get("path", ""),
+        carrier,
+        asgi_getter if wanted is None else scanned_getter,
+        scope,
+        raw.decode("latin-1") if raw else None,
+        query.decode("latin-1") if query else None,
+        host,
+        server if type(server) is tuple else (tuple(server) if server else None),
+        client[0] if client else None,
+        agent,
+        scope.get("http_version", "1.1"),
+        route_of,
     )
 
 
@@ -105,21 +113,25 @@ class _Response:
         self.send = send
         self.trailers = False
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # A plain function returning the server's awaitable: only the last message of a
+        # response needs a coroutine of its own (to act once it was sent).
         kind = message["type"]
         if kind == "http.response.start":
-            message = self._started(message, int(message.get("status", 0)))
-            await self.send(message)
-            return
+            return self.send(self._started(message, int(message.get("status", 0))))
         if kind == "websocket.accept":
             message = self._started(message, 101)
         elif kind == "websocket.http.response.start":  # the denial response extension
             message = self._started(message, int(message.get("status", 0)))
         elif kind == "websocket.close" and not self.call.status:
             self._started(message, 403)  # rejected before the handshake completed
-        await self.send(message)
         if self._done(kind, message):
-            self.call.response_sent()
+            return self._last(message)
+        return self.send(message)
+
+    async def _last(self, message: Message) -> None:
+        await self.send(message)
+        self.call.response_sent()
 
     def _started(self, message: Message, status: int) -> Message:
         try:

@@ -21,6 +21,7 @@ __all__ = [
     "Pairs",
     "PairsGetter",
     "PairsSetter",
+    "ScannedGetter",
     "WsgiEnvironGetter",
     "asgi_getter",
     "asgi_setter",
@@ -28,6 +29,7 @@ __all__ = [
     "headers_setter",
     "pairs_getter",
     "pairs_setter",
+    "scanned_getter",
     "wsgi_getter",
     "wsgi_key",
 ]
@@ -174,6 +176,17 @@ class HeadersSetter(Setter[MutableMapping[str, str]]):
         carrier[key] = value
 
 
+class ScannedGetter(Getter[Mapping[str, list[str]]]):
+    """Reads the ``{lowercase name: [values]}`` dict an adapter made in one pass over its
+    headers (the ASGI middleware keeps only those the propagators read)."""
+
+    def get(self, carrier: Mapping[str, list[str]], key: str) -> list[str] | None:
+        return carrier.get(key) or carrier.get(key.lower())
+
+    def keys(self, carrier: Mapping[str, list[str]]) -> list[str]:
+        return list(carrier)
+
+
 Pairs = MutableSequence[tuple[Any, Any]]
 
 
@@ -206,4 +219,5 @@ wsgi_getter = WsgiEnvironGetter()
 headers_getter = HeadersGetter()
 headers_setter = HeadersSetter()
 pairs_getter = PairsGetter()
+scanned_getter = ScannedGetter()
 pairs_setter = PairsSetter()

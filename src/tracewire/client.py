@@ -384,10 +384,17 @@ class ClientCall:
             if fast is not None:
                 return fast
         name, original = semconv.normalize_method(self.request.method)
+        # Built before the sampler decides only for a sampler that may read them.
+        early = self.tracer.unsampled.sampler_reads_attributes()
         span = self.tracer.tracer.start_span(
-            name, self.parent, kind=SpanKind.CLIENT, attributes=self._describe(name, original)
+            name,
+            self.parent,
+            kind=SpanKind.CLIENT,
+            attributes=self._describe(name, original) if early else None,
         )
         if span.is_recording():
+            if not early:
+                span.set_attributes(self._describe(name, original))
             self.recording = True
             self.context = set_value(SUPPRESS_HTTP_KEY, True, self.parent)
             hook = self.plan.client_request_hook

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import (
@@ -236,6 +236,11 @@ class CompositePropagator(TextMapPropagator):
                 break
             names.update(known)
         self.extract_fields: frozenset[str] | None = None if names is None else frozenset(names)
+        # With at most one format that carries a span context (the others are baggage), no
+        # two parents can disagree: extraction is a plain chain, with nothing to merge.
+        spans = [name for name, p in self.extractors if not isinstance(p, BaggagePropagator)]
+        self._single: str | None = spans[0] if len(spans) == 1 else None
+        self._chain = len(spans) <= 1
 
     def extract_detailed(
         self,
@@ -244,6 +249,8 @@ class CompositePropagator(TextMapPropagator):
         context: Context | None = None,
     ) -> Extracted:
         """Extract into ``context`` (default: a new, empty one, never the current one)."""
+        if self._chain and (context is None or get_current_span(context) is INVALID_SPAN):
+            return self.extract_fresh(carrier, getter, Context() if context is None else context)
         merge = _Merge(Context() if context is None else context, context is None)
         last = self.policy == "last"
         for name, propagator in self.extractors:
@@ -258,6 +265,24 @@ class CompositePropagator(TextMapPropagator):
             if found is not merge.ctx:
                 merge.add(name, found, last)
         return merge.result()
+
+    def extract_fresh(self, carrier: Any, getter: Getter[Any], ctx: Context) -> Extracted:
+        """``extract_detailed`` into ``ctx``, a context known to hold no span (a middleware's
+        base context): the per-request entry point of the server side."""
+        if not self._chain:
+            return self.extract_detailed(carrier, getter, ctx)
+        for name, propagator in self.extractors:
+            try:
+                ctx = propagator.extract(carrier, ctx, getter)
+            except Exception as exc:
+                warn_limited(
+                    f"propagator:{name}", f"propagator {name!r} raised {type(exc).__name__}"
+                )
+        span_context = get_current_span(ctx).get_span_context()
+        if span_context.is_valid:
+            return Extracted(ctx, self._single, _EMPTY, span_context)
+        invalid = self._single if ctx.get(INVALID_KEY) else None
+        return Extracted(ctx, None, _EMPTY, None, invalid)
 
     def extract(
         self,

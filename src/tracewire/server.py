@@ -74,6 +74,7 @@ ROUTE_KEY = "tracewire.route"
 EXCEPTION_KEY = "tracewire.exception"
 
 _ERROR = Status(StatusCode.ERROR)
+_PROBES = 64  # recorded requests looked at for another SERVER tracer
 
 
 class ResponseInfo(NamedTuple):
@@ -164,6 +165,9 @@ class ServerTracer:
         self.tracer = make_tracer(tracer_provider)
         self.metrics = ServerMetrics(meter_provider)
         self._unsampled = UnsampledChildren(self.tracer)
+        # A second SERVER tracer on the same requests is a set-up matter: looking on the
+        # first recorded requests finds it; after that the look would only cost time.
+        self._probes = _PROBES
 
     def plan(self) -> Compiled:
         """The compiled settings for the request about to begin."""
@@ -185,11 +189,14 @@ class ServerTracer:
                 return ServerCall(plan, view, ctx, None)
             if extracted.format in plan.not_injected:
                 _diagnostics.format_not_injected(extracted.format, plan)
-            span = self._start(view, plan, inbound._replace(context=ctx), extracted.format)
+            if ctx is not inbound.context:
+                inbound = inbound._replace(context=ctx)
+            span = self._start(view, plan, inbound, extracted.format)
         except Exception as exc:
             fault("start", exc)
             return ServerCall(plan, view, extracted.context, None)
         call = ServerCall(plan, view, set_span_in_context(span, ctx), span)
+        call.probe = self._probes > 0
         active = self.metrics.started(view.method, view.scheme)
         if active is not None:
             call.measure(self.metrics, active)
@@ -198,7 +205,7 @@ class ServerTracer:
     @staticmethod
     def _extract(view: RequestView, plan: Compiled) -> Extracted:
         try:
-            return plan.propagator.extract_detailed(view.carrier, view.getter, plan.base_context)
+            return plan.propagator.extract_fresh(view.carrier, view.getter, plan.base_context)
         except Exception as exc:
             # A broken propagator costs the caller's context, not the request's span: the
             # request starts a new trace, as for any unusable header.
@@ -212,17 +219,24 @@ class ServerTracer:
             if fast is not None:
                 return fast
         method = semconv.normalize_method(view.method)
+        # The conventions want the attributes at span start, for samplers that read them;
+        # the SDK's own do not, and then a span they drop costs no attribute work at all.
+        early = self._unsampled.sampler_reads_attributes()
         span = self.tracer.start_span(
             method[0],
             inbound.context,
             kind=SpanKind.SERVER,
-            attributes=describe(view, plan, method, inbound, fmt),
+            attributes=describe(view, plan, method, inbound, fmt) if early else None,
             links=inbound.links,
         )
         if span.is_recording():
-            current = get_current_span()
-            if _diagnostics.is_foreign_server_span(current, None):
-                _diagnostics.second_server_span(current)
+            if not early:
+                span.set_attributes(describe(view, plan, method, inbound, fmt))
+            if self._probes:
+                self._probes -= 1
+                current = get_current_span()
+                if _diagnostics.is_foreign_server_span(current, None):
+                    _diagnostics.second_server_span(current)
             hook = plan.server_request_hook
             if hook is not None:
                 hook(span, view.native)
@@ -325,6 +339,7 @@ class ServerCall:
         "metrics",
         "observing",
         "plan",
+        "probe",
         "recording",
         "sent_at",
         "span",
@@ -345,6 +360,7 @@ class ServerCall:
         self.status = 0
         self.sent_at: int | None = None
         self.ended = not self.recording  # a non-recording span has nothing to end
+        self.probe = False
         self.metrics: ServerMetrics | None = None
         self.active: Attributes | None = None
         self.started = 0.0
@@ -402,9 +418,10 @@ class ServerCall:
                 )
             )
         span.set_attributes(attributes)
-        current = get_current_span()
-        if _diagnostics.is_foreign_server_span(current, span):
-            _diagnostics.second_server_span(current)  # one inside ours (the app's own)
+        if self.probe:
+            current = get_current_span()
+            if _diagnostics.is_foreign_server_span(current, span):
+                _diagnostics.second_server_span(current)  # one inside ours (the app's own)
 
     def _response_headers(self, span: Span, headers: Any) -> list[tuple[str, str]]:
         mode = self.plan.response_propagation

@@ -336,11 +336,23 @@ class Inbound(NamedTuple):
     rule: str | None  # the rule that decided, in its text form
 
 
+_SOURCES: dict[tuple[str, str | None], str] = {}  # (kind, format) -> the text, made once
+
+
+def _source(kind: str, fmt: str | None) -> str:
+    text = _SOURCES.get((kind, fmt))
+    if text is None:
+        text = f"{kind}:{fmt}"
+        if len(_SOURCES) < 256:  # formats are few; stay bounded whatever a propagator says
+            _SOURCES[(kind, fmt)] = text
+    return text
+
+
 def parent_source(extracted: Extracted) -> str:
     """``tracewire.parent.source`` for a request no rule changed."""
     if extracted.parent is None:
-        return "none" if extracted.invalid is None else f"invalid:{extracted.invalid}"
-    return "conflict" if extracted.conflicts else f"header:{extracted.format}"
+        return "none" if extracted.invalid is None else _source("invalid", extracted.invalid)
+    return "conflict" if extracted.conflicts else _source("header", extracted.format)
 
 
 def plain(extracted: Extracted) -> Inbound:

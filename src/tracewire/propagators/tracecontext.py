@@ -268,12 +268,12 @@ class TraceContextPropagator(TextMapPropagator):
         trace_id, span_id, flags = parsed
         state_values = getter.get(carrier, TRACESTATE)
         span_context = SpanContext(
-            trace_id=trace_id,
-            span_id=span_id,
-            is_remote=True,
+            trace_id,
+            span_id,
+            True,  # is_remote
             # Unknown bits are dropped here so that nothing downstream can send them on.
-            trace_flags=TraceFlags(flags & _KNOWN_FLAGS),
-            trace_state=_LazyTraceState(state_values) if state_values else _EMPTY_STATE,
+            TraceFlags(flags & _KNOWN_FLAGS),
+            _LazyTraceState(state_values) if state_values else _EMPTY_STATE,
         )
         if flags & FLAG_RANDOM and not _FLAGS_KEEP_RANDOM:
             # Older SDKs build a child's flags from the sampling decision alone.
