@@ -67,21 +67,22 @@ def _view(environ: Environ, route_of: RouteOf) -> RequestView:
     protocol = environ.get("SERVER_PROTOCOL", "")
     port = environ.get("SERVER_PORT", "")
     name = environ.get("SERVER_NAME")
+    # Positional, in RequestView's field order: this runs for every request.
     return RequestView(
-        method=environ.get("REQUEST_METHOD", "GET"),
-        scheme=environ.get("wsgi.url_scheme", "http"),
-        path=request_path(environ),
-        carrier=environ,
-        getter=wsgi_getter,
-        native=environ,
-        raw_path=raw.partition("?")[0] if raw and raw[0] == "/" else None,
-        query=environ.get("QUERY_STRING") or None,
-        host=environ.get("HTTP_HOST"),
-        server=(name, int(port) if port.isdigit() else None) if name else None,
-        client=environ.get("REMOTE_ADDR") or None,
-        user_agent=environ.get("HTTP_USER_AGENT"),
-        protocol=protocol[5:] if protocol.startswith("HTTP/") else None,
-        route_of=route_of,
+        environ.get("REQUEST_METHOD", "GET"),
+        environ.get("wsgi.url_scheme", "http"),
+        request_path(environ),
+        environ,
+        wsgi_getter,
+        environ,
+        raw.partition("?")[0] if raw and raw[0] == "/" else None,
+        environ.get("QUERY_STRING") or None,
+        environ.get("HTTP_HOST"),
+        (name, int(port) if port.isascii() and port.isdigit() else None) if name else None,
+        environ.get("REMOTE_ADDR") or None,
+        environ.get("HTTP_USER_AGENT"),
+        protocol[5:] if protocol.startswith("HTTP/") else None,
+        route_of,
     )
 
 
