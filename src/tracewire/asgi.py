@@ -14,7 +14,14 @@ from tracewire._instrument import fault
 from tracewire.carriers import asgi_getter, scanned_getter
 from tracewire.compiled import Compiled
 from tracewire.defaults import SettingsSource
-from tracewire.server import ROUTE_KEY, SPAN_KEY, RequestView, ServerCall, ServerTracer
+from tracewire.server import (
+    ROUTE_KEY,
+    SPAN_KEY,
+    RequestView,
+    ServerCall,
+    check_route,
+    component_tracer,
+)
 from tracewire.settings import Settings
 
 __all__ = ["TracewireASGIMiddleware", "TracewireMiddleware", "route_from_scope"]
@@ -196,16 +203,10 @@ class TracewireMiddleware:
         route: RouteOf | None = None,
         **overrides: Any,
     ) -> None:
-        if route is not None and not callable(route):
-            raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
+        check_route(route)
         self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.route_of: RouteOf = route or route_from_scope
-        source = (
-            settings
-            if isinstance(settings, SettingsSource)
-            else SettingsSource(settings, overrides)
-        )
-        self._tracer = ServerTracer(source, tracer_provider, meter_provider)
+        self._tracer = component_tracer(app, settings, overrides, tracer_provider, meter_provider)
 
     @property
     def settings(self) -> Settings:

@@ -26,9 +26,9 @@ request, else the process default (``tracewire.configure``), else the environmen
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import Token
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from opentelemetry.context import Context, attach, detach
@@ -69,6 +69,19 @@ def _client_tracer(
 
 
 _NAMES = httpx.Headers.keys  # lowercase names already
+
+T = TypeVar("T")
+
+
+def _transport(transport: object, base: type[T], default: Callable[[], T]) -> T:
+    """The transport to wrap: ``transport``, checked, or a new ``default()`` one."""
+    if transport is None:
+        return default()
+    if not isinstance(transport, base):
+        raise TypeError(
+            f"transport must be an {base.__module__}.{base.__name__}, got {type(transport).__name__}"
+        )
+    return transport
 
 
 def _start(tracer: ClientTracer, request: httpx.Request) -> tuple[ClientCall | None, Any]:
@@ -196,13 +209,9 @@ class TracewireTransport(httpx.BaseTransport):
         meter_provider: MeterProvider | None = None,
         tracer: ClientTracer | None = None,
     ) -> None:
-        if transport is None:
-            transport = httpx.HTTPTransport()
-        elif not isinstance(transport, httpx.BaseTransport):
-            raise TypeError(
-                f"transport must be an httpx.BaseTransport, got {type(transport).__name__}"
-            )
-        self.transport = transport
+        self.transport: httpx.BaseTransport = _transport(
+            transport, httpx.BaseTransport, httpx.HTTPTransport
+        )
         self.tracer = _client_tracer(tracer, settings, tracer_provider, meter_provider)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -251,13 +260,9 @@ class AsyncTracewireTransport(httpx.AsyncBaseTransport):
         meter_provider: MeterProvider | None = None,
         tracer: ClientTracer | None = None,
     ) -> None:
-        if transport is None:
-            transport = httpx.AsyncHTTPTransport()
-        elif not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError(
-                f"transport must be an httpx.AsyncBaseTransport, got {type(transport).__name__}"
-            )
-        self.transport = transport
+        self.transport: httpx.AsyncBaseTransport = _transport(
+            transport, httpx.AsyncBaseTransport, httpx.AsyncHTTPTransport
+        )
         self.tracer = _client_tracer(tracer, settings, tracer_provider, meter_provider)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -38,7 +38,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from tracewire import _capture, _diagnostics, semconv, trust
+from tracewire import _capture, _diagnostics, otel_env, semconv, trust
 from tracewire._fastpath import UnsampledChildren
 from tracewire._instrument import error_status, fault, make_tracer
 from tracewire.authority import effective_port, parse_authority
@@ -47,6 +47,7 @@ from tracewire.defaults import SettingsSource
 from tracewire.matching import ORIGIN_KEY, Origin
 from tracewire.metrics import ServerMetrics, now
 from tracewire.propagation import Extracted
+from tracewire.settings import Settings
 from tracewire.trust import Inbound
 
 __all__ = [
@@ -249,6 +250,29 @@ def _excluded(view: RequestView, plan: Compiled) -> bool:
     if plan.excluded is not None and plan.excluded(view.path):
         return True
     return plan.excluded_url is not None and plan.excluded_url(view.url())
+
+
+def component_tracer(
+    app: Any,
+    settings: Settings | SettingsSource | None,
+    overrides: dict[str, Any],
+    tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None,
+) -> ServerTracer:
+    """The tracer of one server middleware wrapping ``app``: its settings (given, or the
+    process default with ``overrides``, with the OpenTelemetry variables of ``app``'s
+    framework) and its providers."""
+    source = (
+        settings
+        if isinstance(settings, SettingsSource)
+        else SettingsSource(settings, overrides, frameworks=otel_env.frameworks_of(app))
+    )
+    return ServerTracer(source, tracer_provider, meter_provider)
+
+
+def check_route(route: Any) -> None:
+    if route is not None and not callable(route):
+        raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
 
 
 def describe(

@@ -19,7 +19,8 @@ from tracewire.server import (
     SPAN_KEY,
     RequestView,
     ServerCall,
-    ServerTracer,
+    check_route,
+    component_tracer,
 )
 from tracewire.settings import Settings
 
@@ -249,16 +250,10 @@ class TracewireWSGIMiddleware:
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, got {type(app).__name__}")
-        if route is not None and not callable(route):
-            raise TypeError(f"route must be a callable or None, got {type(route).__name__}")
+        check_route(route)
         self.app = app
         self.route_of: RouteOf = route or route_from_environ
-        source = (
-            settings
-            if isinstance(settings, SettingsSource)
-            else SettingsSource(settings, overrides)
-        )
-        self._tracer = ServerTracer(source, tracer_provider, meter_provider)
+        self._tracer = component_tracer(app, settings, overrides, tracer_provider, meter_provider)
 
     @property
     def settings(self) -> Settings:
