@@ -79,7 +79,7 @@ def _transport(transport: object, base: type[T], default: Callable[[], T]) -> T:
         return default()
     if not isinstance(transport, base):
         raise TypeError(
-            f"transport must be an {base.__module__}.{base.__name__}, got {type(transport).__name__}"
+            f"transport must be an httpx.{base.__name__}, got {type(transport).__name__}"
         )
     return transport
 
