@@ -60,6 +60,8 @@ __all__ = [
     "RouteOf",
     "ServerCall",
     "ServerTracer",
+    "check_route",
+    "component_tracer",
     "describe",
 ]
 
