@@ -458,6 +458,9 @@ def test_interrupting_the_demo_stops_every_service(tmp_path, signum, code, word)
         encoding="utf-8",
         env=env,
         start_new_session=True,  # the finally below can end the whole group if need be
+        # A runner started in the background has SIGINT ignored, which children inherit and
+        # Python then keeps: give the demo the disposition a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         server_port = None
