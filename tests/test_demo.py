@@ -450,17 +450,20 @@ def test_interrupting_the_demo_stops_every_service(tmp_path, signum, code, word)
         "import sys, time\nif any('gunicorn' in a for a in sys.orig_argv):\n    time.sleep(120)\n",
     )
     env[marker] = "1"
+    # A runner started in the background has SIGINT ignored, which children inherit and
+    # Python then keeps: the demo gets the disposition a terminal would give it.
+    default_sigint = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
     demo = subprocess.Popen(
-        [*COMMAND, "demo", "--timeout", "90"],
+        [sys.executable, "-c", default_sigint, *COMMAND, "demo", "--timeout", "90"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         encoding="utf-8",
         env=env,
         start_new_session=True,  # the finally below can end the whole group if need be
-        # A runner started in the background has SIGINT ignored, which children inherit and
-        # Python then keeps: give the demo the disposition a terminal would.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         server_port = None
