@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -45,7 +46,6 @@ _providers: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 _atexit_registered = False
 _installed: dict[int, _Handler] = {}  # signal -> the handler that was there before ours
 _stop_deadline: float | None = None  # monotonic; set once a stop signal arrived
-_flusher: threading.Thread | None = None
 _in_handler = False
 _stats = {"signal_flushes": 0, "drain_flushes": 0, "timeouts": 0}
 
@@ -55,6 +55,7 @@ def register_flushable(provider: Any, flush_timeout: float) -> None:
     global _atexit_registered
     with _lock:
         _providers[provider] = flush_timeout
+        _runner.start()
         if not _atexit_registered:
             atexit.register(_at_exit)
             _atexit_registered = True
@@ -67,6 +68,7 @@ def register(provider: TracerProvider, flush_timeout: float) -> None:
     with _lock:
         _providers[provider] = flush_timeout
         provider.add_span_processor(_DrainProcessor(provider))
+        _runner.start()
         if not _atexit_registered:
             atexit.register(_at_exit)
             _atexit_registered = True
@@ -75,9 +77,8 @@ def register(provider: TracerProvider, flush_timeout: float) -> None:
 
 def _after_fork_in_child() -> None:
     # A lock held by another thread at fork time would stay held forever in the child.
-    global _lock, _flusher, _stop_deadline, _in_handler
+    global _lock, _stop_deadline, _in_handler
     _lock = threading.RLock()
-    _flusher = None
     _stop_deadline = None
     _in_handler = False
 
@@ -145,29 +146,81 @@ def _budget() -> float:
 # ---------------------------------------------------------------------------------- flushing
 
 
-def _flush_until(deadline: float) -> bool:
-    """Force-flush every registered provider in a helper thread; wait until ``deadline``.
+class _Runner:
+    """One daemon thread, started when a provider is registered, that runs the flushes and
+    the shutdown the stop waits for with a deadline.
 
-    The SDK's ``force_flush`` ignores its timeout (it blocks for as long as the exporter
-    retries), hence the thread. One flush at a time: a flush still running from an earlier
-    call is waited for, not duplicated.
+    The SDK's ``force_flush`` and ``shutdown`` ignore their timeouts (they block for as long as
+    the exporter retries), so they run here while the stop waits at most until its deadline.
+    The thread exists before the stop: Python 3.12 refuses to start a thread from an
+    ``atexit`` callback.
     """
-    global _flusher
-    with _lock:
-        flusher = _flusher
-        if flusher is None or not flusher.is_alive():
-            providers = list(_providers)
-            flusher = threading.Thread(
-                target=_force_flush_all, args=(providers,), name="tracewire-flush", daemon=True
-            )
-            _flusher = flusher
-            flusher.start()
-    flusher.join(max(0.0, deadline - time.monotonic()))
-    if flusher.is_alive():
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._pending: threading.Event | None = None  # the flush queued or running
+
+    def start(self) -> None:
+        """Make sure the thread runs in this process (again, after a fork)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            return
+        self._jobs = queue.SimpleQueue()
+        self._pending = None
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._loop, name="tracewire-stop", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job, done = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                logger.debug("tracewire.sdk: flush failed", exc_info=True)
+            finally:
+                done.set()
+
+    def run(self, job: Callable[[], None], deadline: float, *, share: bool = False) -> bool:
+        """Run ``job`` on the thread; ``True`` if it ended before ``deadline`` (monotonic).
+
+        ``share``: a job of this kind already queued or running is waited for instead.
+        """
+        try:
+            self.start()
+        except RuntimeError:  # no thread to be had (the interpreter is ending): run inline
+            job()
+            return True
         with _lock:
-            _stats["timeouts"] += 1
-        return False
-    return True
+            done = self._pending if share else None
+            if done is None or done.is_set():
+                done = threading.Event()
+                self._jobs.put((job, done))
+                if share:
+                    self._pending = done
+        return done.wait(max(0.0, deadline - time.monotonic()))
+
+
+_runner = _Runner()
+
+
+def _flush_until(deadline: float) -> bool:
+    """Force-flush every registered provider; wait until ``deadline`` at most.
+
+    One flush at a time: a flush still running from an earlier call is waited for, not
+    duplicated.
+    """
+    with _lock:
+        providers = list(_providers)
+    if _runner.run(lambda: _force_flush_all(providers), deadline, share=True):
+        return True
+    with _lock:
+        _stats["timeouts"] += 1
+    return False
 
 
 def _force_flush_all(providers: list[TracerProvider]) -> None:
@@ -188,12 +241,7 @@ def _at_exit() -> None:
         deadline = _stop_deadline if _stop_deadline is not None else time.monotonic() + budget
     if not providers:
         return
-    worker = threading.Thread(
-        target=_shutdown_quietly, args=(providers,), name="tracewire-shutdown", daemon=True
-    )
-    worker.start()
-    worker.join(max(0.0, deadline - time.monotonic()))
-    if worker.is_alive():
+    if not _runner.run(lambda: _shutdown_quietly(providers), deadline):
         with _lock:
             _stats["timeouts"] += 1
         logger.warning(
