@@ -43,7 +43,7 @@ def test_sensitive_query_values_are_redacted(tracing, kind, query, expected) -> 
     with server:
         assert httpx.get(f"{server.url}/p?{query}", timeout=10).status_code == 200
         # A WSGI span ends when the server closes the body, which may follow the response.
-        wait_for(lambda: tracing.spans(), timeout=10)
+        wait_for(tracing.spans, timeout=10)
     (span,) = tracing.spans()
     assert span.attributes[URL_QUERY] == expected
     if "secret" in query or "s3cr3t" in query or "abc" in query:

@@ -28,6 +28,9 @@ BAGGAGE_KEY_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
 BAGGAGE_VALUE_RE = re.compile(
     r"(?:[\x21\x23-\x24\x26-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]|%[0-9A-F]{2})*"
 )
+# A property value is sent on exactly as received, so it is held to the grammar only:
+# baggage-octets, "%" included, escapes not checked (tracewire never decodes it).
+BAGGAGE_OCTETS_RE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 B3_RE = re.compile(r"([0-9a-f]{32})-([0-9a-f]{16})(?:-[01d])?")
 # traceresponse (Level 2 draft): the server span's ids, version 00, the sampled bit only.
 TRACERESPONSE_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]")
@@ -85,7 +88,7 @@ def check_baggage(value: str) -> None:
         for prop in properties.split(";") if properties else ():
             name, _, prop_value = prop.strip(" \t").partition("=")
             assert BAGGAGE_KEY_RE.fullmatch(name.strip(" \t")), "bad baggage property key"
-            assert not prop_value or BAGGAGE_VALUE_RE.fullmatch(prop_value.strip(" \t")), (
+            assert BAGGAGE_OCTETS_RE.fullmatch(prop_value.strip(" \t")), (
                 "bad baggage property value"
             )
         raw = re.sub("%([0-9A-F]{2})", lambda m: chr(int(m[1], 16)), val).encode("latin-1")

@@ -138,6 +138,34 @@ class WerkzeugThread(ServerThread):
         from werkzeug.serving import make_server
 
         self.server = make_server(self.host, self.port, app, threaded=True)
+        self._count_handlers()
+
+    def _count_handlers(self) -> None:
+        """Count the requests in flight, so that ``stop`` can wait for them to end.
+
+        A WSGI span ends when the server closes the response, which may come after the client
+        has read it; the server's handler threads are daemons that ``server_close`` does not
+        join, so without this a test could read the spans before the last one ended.
+        """
+        self._in_flight = 0
+        lock = threading.Lock()
+        server = self.server
+        start_handler, run_handler = server.process_request, server.process_request_thread
+
+        def process_request(request: Any, address: Any) -> None:
+            with lock:
+                self._in_flight += 1
+            start_handler(request, address)
+
+        def process_request_thread(request: Any, address: Any) -> None:
+            try:
+                run_handler(request, address)
+            finally:
+                with lock:
+                    self._in_flight -= 1
+
+        server.process_request = process_request  # type: ignore[method-assign]
+        server.process_request_thread = process_request_thread  # type: ignore[method-assign]
 
     def start(self) -> None:
         self.thread = threading.Thread(
@@ -151,9 +179,11 @@ class WerkzeugThread(ServerThread):
 
     def stop(self) -> None:
         self.server.shutdown()
-        self.server.server_close()
         if self.thread is not None:
             self.thread.join(timeout=15)
+        # After shutdown no request starts; the ones started end (their spans too) first.
+        wait_for(lambda: self._in_flight == 0, timeout=15)
+        self.server.server_close()
 
 
 class SubprocessServer:
