@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.context import Context, create_key
 from opentelemetry.trace import Status, StatusCode, Tracer, TracerProvider, get_tracer
 
 from tracewire._log import warn_limited
@@ -20,6 +21,10 @@ from tracewire.semconv import qualified_name
 INSTRUMENTATION_NAME = "tracewire"
 
 Hook = Callable[..., Any]
+
+# The tracer of the middleware serving the request a context belongs to: spans tracewire
+# starts later on the request's behalf (background work) come from the same provider.
+TRACER_KEY = create_key("tracewire-tracer")
 
 
 def fault(where: str, exc: BaseException) -> None:
@@ -64,3 +69,9 @@ def check_type(name: str, value: object, expected: type | tuple[type, ...], what
     """``TypeError`` naming the argument unless ``value`` is ``None`` or an ``expected``."""
     if value is not None and not isinstance(value, expected):
         raise TypeError(f"{name} must be {what} or None, got {type(value).__name__}")
+
+
+def tracer_in(context: Context) -> Tracer | None:
+    """The tracer of the middleware serving the request ``context`` belongs to, if any."""
+    found = context.get(TRACER_KEY)
+    return found if isinstance(found, Tracer) else None

@@ -40,7 +40,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tracewire import _capture, _diagnostics, otel_env, semconv, trust
 from tracewire._fastpath import UnsampledChildren
-from tracewire._instrument import error_status, fault, make_tracer
+from tracewire._instrument import TRACER_KEY, error_status, fault, make_tracer
 from tracewire.authority import effective_port, parse_authority
 from tracewire.compiled import Compiled
 from tracewire.defaults import SettingsSource
@@ -171,6 +171,7 @@ class ServerTracer:
         # A second SERVER tracer on the same requests is a set-up matter: looking on the
         # first recorded requests finds it; after that the look would only cost time.
         self._probes = _PROBES
+        self._base: tuple[Compiled, Context] | None = None
 
     def plan(self) -> Compiled:
         """The compiled settings for the request about to begin."""
@@ -205,15 +206,24 @@ class ServerTracer:
             call.measure(self.metrics, active)
         return call
 
-    @staticmethod
-    def _extract(view: RequestView, plan: Compiled) -> Extracted:
+    def _extract(self, view: RequestView, plan: Compiled) -> Extracted:
+        base = self._base_context(plan)
         try:
-            return plan.propagator.extract_fresh(view.carrier, view.getter, plan.base_context)
+            return plan.propagator.extract_fresh(view.carrier, view.getter, base)
         except Exception as exc:
             # A broken propagator costs the caller's context, not the request's span: the
             # request starts a new trace, as for any unusable header.
             fault("extract", exc)
-            return Extracted(plan.base_context, None, ())
+            return Extracted(base, None, ())
+
+    def _base_context(self, plan: Compiled) -> Context:
+        """The settings' base context plus this tracer (for background spans), built once
+        per settings value, not per request."""
+        base = self._base
+        if base is None or base[0] is not plan:
+            base = (plan, Context({**plan.base_context, TRACER_KEY: self.tracer}))
+            self._base = base
+        return base[1]
 
     def _start(self, view: RequestView, plan: Compiled, inbound: Inbound, fmt: str | None) -> Span:
         parent = inbound.parent

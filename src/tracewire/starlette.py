@@ -8,6 +8,9 @@ Mounting is Starlette's own one line::
 
 Spans are named after the matched route template (``GET /items/{item_id}``), including the
 prefix of ``Mount``s, by :func:`route_template`, which the middleware uses by default.
+
+Background tasks get a span each after ``trace_background_tasks()`` (see
+:mod:`tracewire.background`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from starlette.config import Config
 
 from tracewire._framework import ConfigSource, framework_settings, unknown_keys_message
 from tracewire._log import warn_once
+from tracewire._starlette_tasks import trace_background_tasks
 from tracewire.asgi import TracewireMiddleware
 from tracewire.settings import OTEL_PROPAGATORS, PREFIX, Settings
 
@@ -32,6 +36,7 @@ __all__ = [
     "check_fastapi_tracing",
     "route_template",
     "settings_from_config",
+    "trace_background_tasks",
 ]
 
 Scope = MutableMapping[str, Any]
