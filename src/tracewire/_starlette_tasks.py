@@ -13,7 +13,7 @@ of the context, so the task's own spans are the task span's children either way.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -22,7 +22,7 @@ from tracewire import background
 
 __all__ = ["trace_background_tasks"]
 
-_ORIGINAL: Callable[[BackgroundTask], Awaitable[None]] = BackgroundTask.__call__
+_ORIGINAL: Callable[[BackgroundTask], Coroutine[Any, Any, None]] = BackgroundTask.__call__
 _lock = threading.Lock()
 
 
@@ -50,9 +50,7 @@ def trace_background_tasks(enabled: bool = True) -> bool:
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
     with _lock:
-        was = BackgroundTask.__call__ is _traced_call  # type: ignore[comparison-overlap]
-        if enabled and not was:
-            BackgroundTask.__call__ = _traced_call  # type: ignore[method-assign]
-        elif was and not enabled:
-            BackgroundTask.__call__ = _ORIGINAL  # type: ignore[method-assign]
+        was = vars(BackgroundTask).get("__call__") is _traced_call
+        if enabled != was:
+            setattr(BackgroundTask, "__call__", _traced_call if enabled else _ORIGINAL)  # noqa: B010
     return was
