@@ -308,14 +308,16 @@ def test_thread_pool_calls_are_children_of_the_request(tracing):
     with WerkzeugThread(app) as server:
         response = httpx.get(f"{server.url}/fan-out", timeout=30)
         assert response.json() == {"statuses": [200, 200, 200]}
-        wait_for(lambda: len(tracing.spans()) >= 7, timeout=10)
+        wait_for(lambda: len(tracing.spans()) >= 10, timeout=10)
     spans = tracing.spans()
     (fan_out,) = [s for s in spans if s.name == "GET /fan-out"]
     clients = of_kind(spans, SpanKind.CLIENT)
     parts = [s for s in spans if s.name == "GET /part/<int:n>"]
-    assert len(clients) == len(parts) == 3
+    calls = [s for s in spans if s.name == "create_app.<locals>.fetch"]  # one span per call
+    assert len(clients) == len(parts) == len(calls) == 3
     assert {s.context.trace_id for s in spans} == {fan_out.context.trace_id}
-    assert all(c.parent.span_id == fan_out.context.span_id for c in clients)
+    assert all(c.parent.span_id == fan_out.context.span_id for c in calls)
+    assert {c.parent.span_id for c in clients} == {c.context.span_id for c in calls}
     assert {p.parent.span_id for p in parts} == {c.context.span_id for c in clients}
 
 
