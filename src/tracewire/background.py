@@ -133,6 +133,10 @@ def start(name: str, context: Context | None = None) -> BackgroundSpan | None:
             span = tracer.start_span(name, root, kind=SpanKind.INTERNAL, links=[link])
         else:
             span = tracer.start_span(name, ctx, kind=SpanKind.INTERNAL)
+        if not span.get_span_context().is_valid:
+            # No SDK behind the tracer: an invalid span made current would hide the request's
+            # span from the work's outgoing calls, so the work keeps the request's context.
+            return None
         return BackgroundSpan(span, set_span_in_context(span, ctx))
     except Exception as exc:
         fault("background-start", exc)
