@@ -133,9 +133,10 @@ def start(name: str, context: Context | None = None) -> BackgroundSpan | None:
             span = tracer.start_span(name, root, kind=SpanKind.INTERNAL, links=[link])
         else:
             span = tracer.start_span(name, ctx, kind=SpanKind.INTERNAL)
-        if not span.get_span_context().is_valid:
-            # No SDK behind the tracer: an invalid span made current would hide the request's
-            # span from the work's outgoing calls, so the work keeps the request's context.
+        made = span.get_span_context()
+        if not made.is_valid or made.span_id == parent.span_id:
+            # No SDK behind the tracer (the API's no-op tracer hands back the parent, or an
+            # invalid span): the work keeps the request's context as it is.
             return None
         return BackgroundSpan(span, set_span_in_context(span, ctx))
     except Exception as exc:
