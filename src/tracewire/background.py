@@ -180,9 +180,7 @@ def call(
             detach(token)
 
 
-async def acall(
-    fn: Callable[..., Awaitable[R]], name: str, /, *args: Any, **kwargs: Any
-) -> R:
+async def acall(fn: Callable[..., Awaitable[R]], name: str, /, *args: Any, **kwargs: Any) -> R:
     """``await fn(*args, **kwargs)`` inside its background span, in the current context."""
     started = start(name)
     token = None if started is None else attach(started.context)
