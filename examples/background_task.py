@@ -1,5 +1,8 @@
 """Work after the response stays in the request's trace: Starlette ``BackgroundTask`` and
-``asyncio.create_task`` carry the context on their own (tracewire needs no help there).
+``asyncio.create_task`` carry the context on their own. With ``trace_background_tasks()``
+each background task also gets its own span (``send_receipt``), a child of the request's
+span that ends when the task ends, after the response; ``background_spans="linked"`` would
+make it a new trace linked to the request instead.
 
 Run::
 
@@ -22,6 +25,7 @@ from starlette.routing import Route
 
 import tracewire.sdk
 from tracewire import TracewireMiddleware
+from tracewire.starlette import trace_background_tasks
 
 
 def create_app(tracer_provider: TracerProvider | None = None) -> Starlette:
@@ -29,7 +33,7 @@ def create_app(tracer_provider: TracerProvider | None = None) -> Starlette:
     pending: set[asyncio.Task[None]] = set()
 
     async def send_receipt() -> None:
-        with tracer.start_as_current_span("send receipt"):  # a child of the request's span
+        with tracer.start_as_current_span("send receipt"):  # a child of the task's span
             await asyncio.sleep(0.01)
 
     async def reserve_stock() -> None:
@@ -42,6 +46,7 @@ def create_app(tracer_provider: TracerProvider | None = None) -> Starlette:
         task.add_done_callback(pending.discard)
         return JSONResponse({"accepted": True}, background=BackgroundTask(send_receipt))
 
+    trace_background_tasks()  # <- the line: a span per background task, in every app
     app = Starlette(routes=[Route("/orders", order, methods=["POST"])])
     app.add_middleware(TracewireMiddleware, tracer_provider=tracer_provider)
     return app

@@ -288,18 +288,27 @@ def test_a_bad_starlette_config_fails_at_start_up():
 
 
 def test_background_task_and_created_task_stay_in_the_trace(tracing):
-    app = load("background_task").create_app(tracer_provider=tracing.provider)
-    trace_id, span_id = incoming()
-    with UvicornThread(app) as server:
-        response = httpx.post(f"{server.url}/orders", headers=traceparent(trace_id, span_id))
-        assert response.json() == {"accepted": True}
-        wait_for(lambda: len(tracing.spans()) >= 3, timeout=10)
+    from tracewire.starlette import trace_background_tasks
+
+    try:
+        app = load("background_task").create_app(tracer_provider=tracing.provider)
+        trace_id, span_id = incoming()
+        with UvicornThread(app) as server:
+            response = httpx.post(f"{server.url}/orders", headers=traceparent(trace_id, span_id))
+            assert response.json() == {"accepted": True}
+            wait_for(lambda: len(tracing.spans()) >= 4, timeout=10)
+    finally:
+        trace_background_tasks(False)  # the example switched it on for the process
     (request_span,) = of_kind(tracing.spans(), SpanKind.SERVER)
     assert_continues(request_span, trace_id, span_id)
     children = {s.name: s for s in of_kind(tracing.spans(), SpanKind.INTERNAL)}
-    assert set(children) == {"send receipt", "reserve stock"}
+    task = "create_app.<locals>.send_receipt"  # the background task's own span
+    assert set(children) == {"send receipt", "reserve stock", task}
+    for name in ("reserve stock", task):
+        assert children[name].parent.span_id == request_span.context.span_id
+    assert children["send receipt"].parent.span_id == children[task].context.span_id
+    assert children[task].end_time > request_span.end_time
     for child in children.values():
-        assert child.parent.span_id == request_span.context.span_id
         assert child.context.trace_id == request_span.context.trace_id
 
 
