@@ -21,7 +21,7 @@ import pytest
 from fastapi import BackgroundTasks, FastAPI
 from flask import Flask
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode, Tracer, TracerProvider
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.background import BackgroundTasks as StarletteTasks
@@ -404,3 +404,93 @@ def test_wsgi_hand_offs_linked_and_off(tracing: Any, flavour: str) -> None:
 def of_kind_one(spans: Any, kind: SpanKind) -> Any:
     (span,) = [s for s in spans if s.kind is kind]
     return span
+
+
+# ---------------------------------------------------------------------------------- edges
+
+
+def one_task_app(
+    provider: Any, task: Callable[[], Any], per_request: bool = False, **settings: Any
+) -> Escaped:
+    app = FastAPI()
+
+    @app.get("/one")
+    def one(tasks: BackgroundTasks) -> str:
+        tasks.add_task(wrap(task, name="wrapped") if per_request else task)
+        return "ok"
+
+    app.add_middleware(TracewireMiddleware, tracer_provider=provider, **settings)
+    return Escaped(app)
+
+
+def run_one(app: Escaped, done: threading.Event) -> None:
+    with UvicornThread(app) as server:
+        assert httpx.get(f"{server.url}/one", timeout=WAIT).json() == "ok"
+        assert done.wait(WAIT)
+
+
+@pytest.mark.usefixtures("switched_on")
+def test_an_excluded_request_gives_its_tasks_no_span(tracing: Any) -> None:
+    done = threading.Event()
+    tracer = trace.get_tracer("test", tracer_provider=tracing.provider)
+
+    def task() -> None:
+        with tracer.start_as_current_span("inner"):
+            pass
+        done.set()
+
+    run_one(one_task_app(tracing.provider, task, excluded_paths=["/one"]), done)
+    wait_for(lambda: tracing.spans(), timeout=WAIT)
+    assert [s.name for s in tracing.spans()] == ["inner"]
+
+
+@pytest.mark.usefixtures("switched_on")
+def test_a_wrapped_function_given_as_a_task_makes_one_span(tracing: Any) -> None:
+    done = threading.Event()
+    app = one_task_app(tracing.provider, done.set, per_request=True)  # wrapped in the request
+    run_one(app, done)
+    wait_for(lambda: len(tracing.spans()) >= 2, timeout=WAIT)
+    assert sorted(s.name for s in tracing.spans()) == ["GET /one", "wrapped"]
+
+
+class FailingTracer(Tracer):
+    """A user's tracer that fails to start INTERNAL spans (a broken vendor SDK)."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    def start_span(self, name: str, context: Any = None, kind: Any = None, **kwargs: Any) -> Any:
+        if kind is SpanKind.INTERNAL:
+            raise RuntimeError("tracer fault")
+        return self.tracer.start_span(name, context, kind, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self.tracer.start_as_current_span(*args, **kwargs)
+
+
+class FailingProvider(TracerProvider):
+    def __init__(self, provider: TracerProvider) -> None:
+        self.provider = provider
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Tracer:
+        return FailingTracer(self.provider.get_tracer(*args, **kwargs))
+
+
+@pytest.mark.usefixtures("switched_on")
+def test_a_tracing_fault_leaves_the_task_and_the_response_as_they_were(
+    tracing: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = threading.Event()
+    seen: list[bool] = []
+
+    def send_mail() -> None:
+        seen.append(trace.get_current_span().get_span_context().is_valid)  # still in the trace
+        done.set()
+
+    app = one_task_app(FailingProvider(tracing.provider), send_mail)
+    run_one(app, done)  # the task ran, the response was the app's
+    wait_for(lambda: tracing.spans(), timeout=WAIT)
+    assert [s.name for s in tracing.spans()] == ["GET /one"]
+    assert seen == [True]
+    assert app.raised == []
+    assert "tracewire fault in background-start" in caplog.text  # said, not raised

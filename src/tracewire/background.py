@@ -65,6 +65,7 @@ __all__ = [
     "acall",
     "call",
     "is_traced",
+    "mark_traced",
     "start",
     "task_name",
     "traced",
@@ -255,8 +256,13 @@ def _traced(fn: Callable[P, R], name: str | None = None) -> Callable[P, R]:
             return call(fn, span_name, None, *args, **kwargs)
 
         wrapper = run
-    setattr(wrapper, _TRACED_MARK, True)
-    return cast(Callable[P, R], wrapper)
+    return cast(Callable[P, R], mark_traced(wrapper))
+
+
+def mark_traced(fn: Callable[P, R]) -> Callable[P, R]:
+    """Mark ``fn`` as making its own background span, so no other layer adds one."""
+    setattr(fn, _TRACED_MARK, True)
+    return fn
 
 
 def is_traced(fn: Callable[..., Any]) -> bool:

@@ -50,7 +50,8 @@ def wrap(
     def run_in_context(*args: P.args, **kwargs: P.kwargs) -> R:
         return background.call(fn, span_name, captured, *args, **kwargs)
 
-    return run_in_context
+    # Handed on as a Starlette background task, it still makes one span, not two.
+    return background.mark_traced(run_in_context)
 
 
 class ContextExecutor(ThreadPoolExecutor):
