@@ -440,7 +440,7 @@ def test_an_excluded_request_gives_its_tasks_no_span(tracing: Any) -> None:
         done.set()
 
     run_one(one_task_app(tracing.provider, task, excluded_paths=["/one"]), done)
-    wait_for(lambda: tracing.spans(), timeout=WAIT)
+    wait_for(tracing.spans, timeout=WAIT)
     assert [s.name for s in tracing.spans()] == ["inner"]
 
 
@@ -489,7 +489,7 @@ def test_a_tracing_fault_leaves_the_task_and_the_response_as_they_were(
 
     app = one_task_app(FailingProvider(tracing.provider), send_mail)
     run_one(app, done)  # the task ran, the response was the app's
-    wait_for(lambda: tracing.spans(), timeout=WAIT)
+    wait_for(tracing.spans, timeout=WAIT)
     assert [s.name for s in tracing.spans()] == ["GET /one"]
     assert seen == [True]
     assert app.raised == []
