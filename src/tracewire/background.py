@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import Token
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from opentelemetry.context import Context, attach, detach, get_current
@@ -66,6 +67,7 @@ __all__ = [
     "call",
     "is_traced",
     "mark_traced",
+    "running",
     "start",
     "task_name",
     "traced",
@@ -152,6 +154,36 @@ def _tracer() -> Tracer:
     return _global_tracer
 
 
+class running:  # lower case: it reads as a function, ``with running("job"):``
+    """``with running(name, context):``: the block runs in ``context`` (default: the current
+    one) inside a background span named ``name`` (none when ``name`` is ``None``), which
+    records an exception leaving the block and lets it go on untouched."""
+
+    __slots__ = ("context", "name", "started", "token")
+
+    def __init__(self, name: str | None, context: Context | None = None) -> None:
+        self.name = name
+        self.context = context
+        self.started: BackgroundSpan | None = None
+        self.token: Token[Context] | None = None
+
+    def __enter__(self) -> BackgroundSpan | None:
+        started = None if self.name is None else start(self.name, self.context)
+        run_in = self.context if started is None else started.context
+        self.started = started
+        self.token = None if run_in is None else attach(run_in)
+        return started
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        # Returns None: whatever the block raised goes on as it was (traceback included).
+        started = self.started
+        if started is not None:
+            started.end(exc)
+        token = self.token
+        if token is not None:
+            detach(token)
+
+
 def call(
     fn: Callable[P, R],
     name: str | None,
@@ -163,41 +195,14 @@ def call(
     """Run ``fn(*args, **kwargs)`` in ``context`` (default: the current one) inside its
     background span (none when ``name`` is ``None``); the result and any exception are the
     function's own."""
-    started = None if name is None else start(name, context)
-    run_in = context if started is None else started.context
-    token = None if run_in is None else attach(run_in)
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as exc:
-        if started is not None:
-            started.end(exc)
-        raise
-    else:
-        if started is not None:
-            started.end()
-        return result
-    finally:
-        if token is not None:
-            detach(token)
+    with running(name, context):
+        return fn(*args, **kwargs)
 
 
 async def acall(fn: Callable[..., Awaitable[R]], name: str, /, *args: Any, **kwargs: Any) -> R:
     """``await fn(*args, **kwargs)`` inside its background span, in the current context."""
-    started = start(name)
-    token = None if started is None else attach(started.context)
-    try:
-        result = await fn(*args, **kwargs)
-    except BaseException as exc:
-        if started is not None:
-            started.end(exc)
-        raise
-    else:
-        if started is not None:
-            started.end()
-        return result
-    finally:
-        if token is not None:
-            detach(token)
+    with running(name):
+        return await fn(*args, **kwargs)
 
 
 @overload
