@@ -11,6 +11,7 @@ InMemorySpanExporter.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -494,3 +495,35 @@ def test_a_tracing_fault_leaves_the_task_and_the_response_as_they_were(
     assert seen == [True]
     assert app.raised == []
     assert "tracewire fault in background-start" in caplog.text  # said, not raised
+
+
+@pytest.mark.usefixtures("switched_on")
+def test_a_task_of_an_unsampled_request_records_nothing_and_still_runs(tracing: Any) -> None:
+    done = threading.Event()
+    seen: list[str] = []
+
+    def task() -> None:
+        sc = trace.get_current_span().get_span_context()
+        seen.append(f"{sc.trace_id:032x}")
+        done.set()
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with UvicornThread(one_task_app(tracing.provider, task)) as server:
+        headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-00"}
+        assert httpx.get(f"{server.url}/one", headers=headers, timeout=WAIT).json() == "ok"
+        assert done.wait(WAIT)
+    assert seen == [trace_id]  # the task stayed in the caller's trace
+    assert tracing.spans() == []
+
+
+def test_traced_checks_its_arguments_and_keeps_async_functions_async() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        traced(42)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="name"):
+        traced(name=3)(print)  # type: ignore[arg-type]
+
+    async def job() -> None: ...
+
+    once = traced(job)
+    assert inspect.iscoroutinefunction(once)  # Starlette awaits it on the event loop
+    assert traced(once) is once  # no second span layer
