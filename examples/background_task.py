@@ -1,6 +1,6 @@
 """Work after the response stays in the request's trace: Starlette ``BackgroundTask`` and
-``asyncio.create_task`` carry the context on their own. With ``trace_background_tasks()``
-each background task also gets its own span (``send_receipt``), a child of the request's
+``asyncio.create_task`` carry the context on their own, and tracewire gives each background
+task its own span (``send_receipt``), a child of the request's
 span that ends when the task ends, after the response; ``background_spans="linked"`` would
 make it a new trace linked to the request instead.
 
@@ -25,7 +25,6 @@ from starlette.routing import Route
 
 import tracewire.sdk
 from tracewire import TracewireMiddleware
-from tracewire.starlette import trace_background_tasks
 
 
 def create_app(tracer_provider: TracerProvider | None = None) -> Starlette:
@@ -46,7 +45,6 @@ def create_app(tracer_provider: TracerProvider | None = None) -> Starlette:
         task.add_done_callback(pending.discard)
         return JSONResponse({"accepted": True}, background=BackgroundTask(send_receipt))
 
-    trace_background_tasks()  # <- the line: a span per background task, in every app
     app = Starlette(routes=[Route("/orders", order, methods=["POST"])])
     app.add_middleware(TracewireMiddleware, tracer_provider=tracer_provider)
     return app

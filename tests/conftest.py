@@ -36,3 +36,16 @@ def _fresh_rate_limits() -> Iterator[None]:
     # Each test sees its own first warning of a kind.
     _log.reset()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _background_switch_restored() -> Iterator[None]:
+    # Building an ASGI middleware switches task spans on for the process: each test starts
+    # from the state a fresh process has (off, nobody chose) and leaves it so.
+    from tracewire import _starlette_tasks
+
+    _starlette_tasks._chosen.clear()
+    _starlette_tasks._switch(False)
+    yield
+    _starlette_tasks._chosen.clear()
+    _starlette_tasks._switch(False)

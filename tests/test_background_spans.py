@@ -277,6 +277,23 @@ def test_the_switch_is_idempotent_and_undoable(tracing: Any) -> None:
     assert {s.name for s in spans} == {"GET /one", "inner sync"}
 
 
+def test_building_a_middleware_switches_task_spans_on_unless_the_user_chose() -> None:
+    from tracewire import TracewireMiddleware
+
+    original = BackgroundTask.__call__
+    TracewireMiddleware(starlette_app_plain())
+    assert BackgroundTask.__call__ is not original  # on: one line gives task spans
+    assert trace_background_tasks(False) is True
+    TracewireMiddleware(starlette_app_plain())
+    assert BackgroundTask.__call__ is original  # the user's choice outlives later middlewares
+
+
+def starlette_app_plain() -> Any:
+    from starlette.applications import Starlette
+
+    return Starlette()
+
+
 @pytest.mark.parametrize("switch", [False, True])
 def test_a_traced_function_has_one_span_with_or_without_the_switch(
     tracing: Any, switch: bool

@@ -288,17 +288,12 @@ def test_a_bad_starlette_config_fails_at_start_up():
 
 
 def test_background_task_and_created_task_stay_in_the_trace(tracing):
-    from tracewire.starlette import trace_background_tasks
-
-    try:
-        app = load("background_task").create_app(tracer_provider=tracing.provider)
-        trace_id, span_id = incoming()
-        with UvicornThread(app) as server:
-            response = httpx.post(f"{server.url}/orders", headers=traceparent(trace_id, span_id))
-            assert response.json() == {"accepted": True}
-            wait_for(lambda: len(tracing.spans()) >= 4, timeout=10)
-    finally:
-        trace_background_tasks(False)  # the example switched it on for the process
+    app = load("background_task").create_app(tracer_provider=tracing.provider)
+    trace_id, span_id = incoming()
+    with UvicornThread(app) as server:
+        response = httpx.post(f"{server.url}/orders", headers=traceparent(trace_id, span_id))
+        assert response.json() == {"accepted": True}
+        wait_for(lambda: len(tracing.spans()) >= 4, timeout=10)
     (request_span,) = of_kind(tracing.spans(), SpanKind.SERVER)
     assert_continues(request_span, trace_id, span_id)
     children = {s.name: s for s in of_kind(tracing.spans(), SpanKind.INTERNAL)}

@@ -20,10 +20,12 @@ from starlette.background import BackgroundTask
 
 from tracewire import background
 
-__all__ = ["trace_background_tasks"]
+__all__ = ["switch_on_by_default", "trace_background_tasks"]
 
 _ORIGINAL: Callable[[BackgroundTask], Coroutine[Any, Any, None]] = BackgroundTask.__call__
 _lock = threading.Lock()
+# The user's own call of the switch, if any: building a middleware never overrides it.
+_chosen: list[bool] = []
 
 
 async def _traced_call(self: BackgroundTask) -> None:
@@ -37,11 +39,13 @@ async def _traced_call(self: BackgroundTask) -> None:
 def trace_background_tasks(enabled: bool = True) -> bool:
     """Give each Starlette / FastAPI background task its own span (``False``: undo).
 
-    One line at start-up, before or after the app is built::
+    Building a tracewire ASGI middleware (``TracewireMiddleware``, ``add_middleware``) turns
+    it on already; call it to decide yourself, before or after the app is built (a call wins
+    over every middleware built later)::
 
         from tracewire.starlette import trace_background_tasks
 
-        trace_background_tasks()
+        trace_background_tasks(False)   # no task spans, in any app of this process
 
     The span follows the ``background_spans`` setting of the middleware serving the request
     (``child``, ``linked``, ``off``), so each app keeps its own choice. Calling it again with
@@ -50,7 +54,23 @@ def trace_background_tasks(enabled: bool = True) -> bool:
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
     with _lock:
-        was = vars(BackgroundTask).get("__call__") is _traced_call
-        if enabled != was:
-            setattr(BackgroundTask, "__call__", _traced_call if enabled else _ORIGINAL)  # noqa: B010
+        _chosen[:] = [enabled]
+        return _switch(enabled)
+
+
+def switch_on_by_default() -> None:
+    """What building a tracewire ASGI middleware does: the switch on, unless the user said.
+
+    Harmless for apps that never use it: a task run outside a tracewire request, or in one
+    whose ``background_spans`` is ``off``, runs exactly as before.
+    """
+    with _lock:
+        if not _chosen:
+            _switch(True)
+
+
+def _switch(enabled: bool) -> bool:
+    was = vars(BackgroundTask).get("__call__") is _traced_call
+    if enabled != was:
+        setattr(BackgroundTask, "__call__", _traced_call if enabled else _ORIGINAL)  # noqa: B010
     return was

@@ -11,6 +11,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from tracewire._instrument import fault
+from tracewire._starlette_tasks import switch_on_by_default
 from tracewire.carriers import asgi_getter, scanned_getter
 from tracewire.compiled import Compiled
 from tracewire.defaults import SettingsSource
@@ -207,6 +208,8 @@ class TracewireMiddleware:
         self.app: ASGIApp = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
         self.route_of: RouteOf = route or route_from_scope
         self._tracer = component_tracer(app, settings, overrides, tracer_provider, meter_provider)
+        # Starlette runs a response's background tasks where no middleware reaches them.
+        switch_on_by_default()
 
     @property
     def settings(self) -> Settings:
