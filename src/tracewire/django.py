@@ -102,7 +102,7 @@ def settings_from_django(
     return framework_settings(mapping, _where(), base=base, **overrides)
 
 
-def django_source(django_settings: Any = None) -> SettingsSource:
+def _django_source(django_settings: Any = None) -> SettingsSource:
     """The middleware's settings: Django's ``TRACEWIRE*`` over the process default (also when
     ``tracewire.configure`` is called later), checked now."""
     values, labels = framework_values(_collect(_django_settings(django_settings)), _where())
@@ -133,7 +133,7 @@ def _noted_route(native: Any) -> str | None:
     return route if isinstance(route, str) else None
 
 
-def route_of(request: Any) -> str | None:
+def _route_of(request: Any) -> str | None:
     """The resolved URL pattern, includes joined (``/api/items/<int:pk>``), below the script
     prefix the app is mounted at; ``None`` when nothing matched (a 404)."""
     match = getattr(request, "resolver_match", None)
@@ -149,7 +149,7 @@ def _note(request: Any, native: Native, status: int) -> None:
     """Leave the route, and a view's exception that became a server error, where the span's
     end reads them (this middleware's span, or an outer tracewire middleware's)."""
     try:
-        route = route_of(request)
+        route = _route_of(request)
         if route is not None:
             native[ROUTE_KEY] = route
         exc = getattr(request, _PENDING, None)
@@ -253,7 +253,7 @@ class TracewireMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
-        self._tracer = ServerTracer(django_source(), self.tracer_provider, self.meter_provider)
+        self._tracer = ServerTracer(_django_source(), self.tracer_provider, self.meter_provider)
 
     @property
     def settings(self) -> Settings:
