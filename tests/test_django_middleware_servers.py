@@ -46,12 +46,17 @@ class Service:
         lines = path.read_text().splitlines(keepends=True)
         return [json.loads(line) for line in lines if line.endswith("\n")]
 
+    def all_spans(self) -> list[dict[str, Any]]:
+        return self._lines(self.spans_file)
+
     def span_of(self, trace_id: str) -> dict[str, Any]:
-        found = wait_for(
-            lambda: [s for s in self._lines(self.spans_file) if s["trace_id"] == trace_id]
+        """The one SERVER span of the trace (a CLIENT span inside it is exported first)."""
+        servers = wait_for(
+            lambda: [
+                s for s in self.all_spans() if s["trace_id"] == trace_id and s["kind"] == "SERVER"
+            ]
         )
-        servers = [s for s in found if s["kind"] == "SERVER"]
-        assert len(servers) == 1, found
+        assert len(servers) == 1, servers
         return servers[0]  # type: ignore[no-any-return]
 
     def note(self, key: str) -> Any:
@@ -169,7 +174,7 @@ def test_outgoing_call_carries_the_services_propagators(b3: Service, echo: EchoS
     assert (sent_trace, sampled) == (trace_id, "1")
     server = b3.span_of(trace_id)
     assert server["span_id"] == seen["span_id"]
-    client = [s for s in b3._lines(b3.spans_file) if s["span_id"] == sent_span]
+    client = [s for s in b3.all_spans() if s["span_id"] == sent_span]
     assert client and client[0]["parent_id"] == server["span_id"]  # the CLIENT span, inside
 
 
