@@ -228,3 +228,18 @@ def test_an_outer_tracewire_wrapping_keeps_one_span_named_by_django(project: Tra
         WerkzeugClient(app).get(path, headers={"Host": "testserver"}).close()
     names = sorted((s.name, (s.attributes or {}).get("error.type")) for s in project.spans())
     assert names == [("GET /boom", "RuntimeError"), ("GET /items/<int:pk>", None)]
+
+
+def test_excluded_paths_from_the_django_settings(project: Tracing) -> None:
+    from django.test import override_settings
+
+    trace_id, parent_id = new_ids()
+    with override_settings(TRACEWIRE={"excluded_paths": ["/items/*"]}):
+        http = client()
+        seen = http.get("/items/9", HTTP_TRACEPARENT=traceparent(trace_id, parent_id)).json()
+        assert project.spans() == []  # no span, yet the caller's trace goes on in the view
+        assert seen["trace_id"] == trace_id
+        http.get("/")
+    assert [s.name for s in project.spans()] == ["GET /"]
+    middleware = Traced(lambda request: None)
+    assert middleware.settings.excluded_paths == ()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ COMMANDS = {
 }  # fmt: skip
 # The streaming view each protocol wants (Django consumes a sync iterator whole under ASGI).
 STREAM = {"gunicorn": "/stream", "uvicorn": "/astream"}
+ENDLESS = {"gunicorn": "/endless", "uvicorn": "/aendless"}
 
 
 class Service:
@@ -162,6 +164,16 @@ def test_the_streaming_span_ends_after_the_body(tc: Service) -> None:
     span = tc.span_of(trace_id)
     last_chunk = wait_for(lambda: tc.note(f"last_chunk_ns:{trace_id}"))
     assert span["start"] < last_chunk <= span["end"]
+
+
+def test_a_client_gone_mid_stream_ends_the_span(tc: Service) -> None:
+    trace_id, parent_id = new_ids()
+    started = time.time_ns()
+    headers = {"traceparent": traceparent(trace_id, parent_id)}
+    with tc.client.stream("GET", ENDLESS[tc.kind], headers=headers) as response:
+        assert next(response.iter_bytes()).startswith(b"tick")
+    span = tc.span_of(trace_id)  # the body alone would take 10 s
+    assert span["end"] - started < 8e9
 
 
 def test_outgoing_call_carries_the_services_propagators(b3: Service, echo: EchoServer) -> None:

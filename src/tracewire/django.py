@@ -145,15 +145,16 @@ def _route_of(request: Any) -> str | None:
     return prefix.rstrip("/") + "/" + route.removeprefix("^")
 
 
-def _note(request: Any, native: Native, status: int) -> None:
+def _note(request: Any, native: Native, response: Any) -> None:
     """Leave the route, and a view's exception that became a server error, where the span's
     end reads them (this middleware's span, or an outer tracewire middleware's)."""
     try:
+        status = getattr(response, "status_code", 0)
         route = _route_of(request)
         if route is not None:
             native[ROUTE_KEY] = route
         exc = getattr(request, _PENDING, None)
-        if isinstance(exc, BaseException) and status >= 500:
+        if isinstance(exc, BaseException) and isinstance(status, int) and status >= 500:
             native[EXCEPTION_KEY] = exc
     except Exception as exc:
         fault("django-route", exc)
@@ -219,6 +220,13 @@ def _report(call: ServerCall, response: Any) -> None:
     call.finished()
 
 
+def _respond(call: ServerCall, request: Any, native: Native, response: Any) -> Any:
+    _note(request, native, response)
+    if call.observing:
+        _report(call, response)
+    return response
+
+
 class TracewireMiddleware:
     """Django middleware that puts every request in the right trace, under WSGI and ASGI.
 
@@ -263,12 +271,11 @@ class TracewireMiddleware:
     def __call__(self, request: Any) -> Any:
         if self.is_async:
             return self._acall(request)
-        native, is_asgi = _native(request)
-        if SPAN_KEY in native:
+        native, call = self._begin(request)
+        if call is None:
             response = self.get_response(request)
-            _note(request, native, response.status_code)
+            _note(request, native, response)
             return response
-        call = self._begin(native, is_asgi)
         token = attach(call.context)
         try:
             response = self.get_response(request)
@@ -277,15 +284,14 @@ class TracewireMiddleware:
             raise
         finally:
             detach(token)
-        return self._respond(call, request, native, response)
+        return _respond(call, request, native, response)
 
     async def _acall(self, request: Any) -> Any:
-        native, is_asgi = _native(request)
-        if SPAN_KEY in native:
+        native, call = self._begin(request)
+        if call is None:
             response = await self.get_response(request)
-            _note(request, native, response.status_code)
+            _note(request, native, response)
             return response
-        call = self._begin(native, is_asgi)
         token = attach(call.context)
         try:
             response = await self.get_response(request)
@@ -294,20 +300,23 @@ class TracewireMiddleware:
             raise
         finally:
             detach(token)
-        return self._respond(call, request, native, response)
+        return _respond(call, request, native, response)
 
-    def _begin(self, native: Native, is_asgi: bool) -> ServerCall:
-        view, plan = _view(native, is_asgi, self._tracer)
-        call = self._tracer.begin(view, plan)
-        native[SPAN_KEY] = call.span
-        return call
-
-    @staticmethod
-    def _respond(call: ServerCall, request: Any, native: Native, response: Any) -> Any:
-        _note(request, native, response.status_code)
-        if call.observing:
-            _report(call, response)
-        return response
+    def _begin(self, request: Any) -> tuple[Native, ServerCall | None]:
+        """The request's span, or ``None``: an outer tracewire middleware traces it already
+        (it gets the route and exception), or describing the request failed (contained)."""
+        native: Native = {}
+        try:
+            native, is_asgi = _native(request)
+            if SPAN_KEY in native:
+                return native, None
+            view, plan = _view(native, is_asgi, self._tracer)
+            call = self._tracer.begin(view, plan)
+            native[SPAN_KEY] = call.span
+        except Exception as exc:
+            fault("django-request", exc)
+            return native, None
+        return native, call
 
     def process_exception(self, request: Any, exception: Exception) -> None:
         """Remember the view's exception (Django's exception stack is synchronous, under ASGI

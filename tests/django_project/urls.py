@@ -14,6 +14,8 @@ urlpatterns = [
     path("missing", views.missing),
     path("stream", views.stream),
     path("astream", views.astream),
+    path("endless", views.endless),
+    path("aendless", views.aendless),
     path("async/<str:name>", views.async_view),
     path("async-boom", views.async_boom),
     path("outgoing", views.outgoing),

@@ -74,6 +74,26 @@ def astream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(chunks(), content_type="text/plain")
 
 
+def endless(request: HttpRequest) -> StreamingHttpResponse:
+    """Ten seconds of ticks, unless the client goes away first (bounded either way)."""
+
+    def ticks() -> Iterator[bytes]:
+        for i in range(1000):
+            yield b"tick %d\n" % i
+            time.sleep(0.01)
+
+    return StreamingHttpResponse(ticks(), content_type="text/plain")
+
+
+def aendless(request: HttpRequest) -> StreamingHttpResponse:
+    async def ticks() -> AsyncIterator[bytes]:
+        for i in range(1000):
+            yield b"tick %d\n" % i
+            await asyncio.sleep(0.01)
+
+    return StreamingHttpResponse(ticks(), content_type="text/plain")
+
+
 async def async_view(request: HttpRequest, name: str) -> JsonResponse:
     await asyncio.sleep(0)
     return JsonResponse({**seen(), "name": name})
