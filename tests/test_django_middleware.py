@@ -243,3 +243,17 @@ def test_excluded_paths_from_the_django_settings(project: Tracing) -> None:
     assert [s.name for s in project.spans()] == ["GET /"]
     middleware = Traced(lambda request: None)
     assert middleware.settings.excluded_paths == ()
+
+
+def test_tracewire_check_sees_a_django_handler(project: Tracing) -> None:
+    from django.core.handlers.asgi import ASGIHandler
+    from django.test import override_settings
+
+    from tracewire.cli import find_settings
+
+    with override_settings(TRACEWIRE={"propagators": "b3multi"}):
+        ((where, settings),) = find_settings(ASGIHandler())
+    assert where == f"app (settings.MIDDLEWARE: {__name__}.Traced)"
+    assert settings.propagators == ("b3multi",)
+    with override_settings(MIDDLEWARE=[]):
+        assert find_settings(ASGIHandler()) == []

@@ -200,3 +200,14 @@ def test_an_unknown_key_stops_the_server_at_start_up(kind: str, tmp_path: Path) 
     )
     assert done.returncode != 0
     assert "ImproperlyConfigured: unknown tracewire setting TRACEWIRE_PROPAGATOR" in done.stderr
+
+
+def test_tracewire_check_finds_the_middleware_in_settings(tmp_path: Path) -> None:
+    argv = [PYTHON, "-m", "tracewire", "check", "--app", "tests.django_project.wsgi:application"]
+    env = {**os.environ, **child_env(tmp_path, TW_PROPAGATORS="b3")}
+    done = subprocess.run(
+        argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "settings.MIDDLEWARE: tracewire.django.TracewireMiddleware" in done.stdout
+    assert "CompositePropagator(extract=['b3'], inject=['b3']" in done.stdout

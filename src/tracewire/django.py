@@ -39,7 +39,7 @@ from tracewire.server import (
 )
 from tracewire.settings import PREFIX, Settings
 
-__all__ = ["DICT_SETTING", "TracewireMiddleware", "settings_from_django"]
+__all__ = ["DICT_SETTING", "TracewireMiddleware", "listed_settings", "settings_from_django"]
 
 # The one-dict form: ``TRACEWIRE = {"propagators": [...], ...}``.
 DICT_SETTING = "TRACEWIRE"
@@ -107,6 +107,22 @@ def _django_source(django_settings: Any = None) -> SettingsSource:
     ``tracewire.configure`` is called later), checked now."""
     values, labels = framework_values(_collect(_django_settings(django_settings)), _where())
     return SettingsSource(None, values, labels, frameworks=("DJANGO",))
+
+
+def listed_settings() -> tuple[str, Settings] | None:
+    """The dotted path of the tracewire middleware in ``settings.MIDDLEWARE`` and the settings
+    it would use (for ``tracewire check``), or ``None`` when none is listed."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    for entry in getattr(settings, "MIDDLEWARE", None) or ():
+        try:
+            found = import_string(entry)
+        except ImportError:
+            continue
+        if isinstance(found, type) and issubclass(found, TracewireMiddleware):
+            return entry, _django_source().settings()
+    return None
 
 
 def _native(request: Any) -> tuple[Native, bool]:
