@@ -257,3 +257,21 @@ def test_tracewire_check_sees_a_django_handler(project: Tracing) -> None:
     assert settings.propagators == ("b3multi",)
     with override_settings(MIDDLEWARE=[]):
         assert find_settings(ASGIHandler()) == []
+
+
+def test_an_outer_asgi_wrapping_gets_the_route_and_the_exception(project: Tracing) -> None:
+    import httpx
+    from django.core.handlers.asgi import ASGIHandler
+
+    from tracewire.asgi import TracewireMiddleware as ASGIMiddleware
+
+    app = ASGIMiddleware(ASGIHandler(), tracer_provider=project.provider)
+
+    async def run() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            return [(await http.get(path)).status_code for path in ("/async/x", "/async-boom")]
+
+    assert asyncio.run(run()) == [200, 500]
+    names = sorted((s.name, (s.attributes or {}).get("error.type")) for s in project.spans())
+    assert names == [("GET /async-boom", "ValueError"), ("GET /async/<str:name>", None)]

@@ -225,7 +225,7 @@ def _report(call: ServerCall, response: Any) -> None:
         if response.streaming and getattr(response, "file_to_stream", None) is None:
             # Django's setter keeps closing the original iterator (``_resource_closers``).
             content = response.streaming_content
-            wrap = _async_body if response.is_async else _sync_body
+            wrap = _async_body if getattr(response, "is_async", False) else _sync_body
             response.streaming_content = wrap(content, call)
         closers = getattr(response, "_resource_closers", None)
         if isinstance(closers, list):
