@@ -275,3 +275,14 @@ def test_an_outer_asgi_wrapping_gets_the_route_and_the_exception(project: Tracin
     assert asyncio.run(run()) == [200, 500]
     names = sorted((s.name, (s.attributes or {}).get("error.type")) for s in project.spans())
     assert names == [("GET /async-boom", "ValueError"), ("GET /async/<str:name>", None)]
+
+
+def test_opentelemetrys_django_excluded_urls_apply(
+    project: Tracing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "healthz,items/7")
+    http = client()  # the variables are read when Django loads the middleware
+    assert http.get("/items/7").status_code == 200
+    assert project.spans() == []
+    http.get("/items/8")
+    assert [s.name for s in project.spans()] == ["GET /items/<int:pk>"]
