@@ -1,10 +1,13 @@
-"""Django, ASGI and WSGI, in one file (settings via ``settings.configure``; a real project puts
-the wrapping line in its ``asgi.py`` / ``wsgi.py``).
+"""Django, ASGI and WSGI, in one file: tracewire is one line in ``MIDDLEWARE`` (settings via
+``settings.configure`` here; a real project puts that line in ``settings.py`` and keeps its
+``asgi.py`` / ``wsgi.py`` as Django generated them).
 
 Run::
 
     python examples/django_app.py asgi          # uvicorn;  curl http://127.0.0.1:8000/items/42
     python examples/django_app.py wsgi          # werkzeug; same URL
+
+The span is named after the URL pattern: ``GET /items/<int:item_id>``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 import tracewire.sdk
-from tracewire import TracewireMiddleware, TracewireWSGIMiddleware
 
 settings.configure(
-    ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], SECRET_KEY="example-only", DEBUG=False
+    ROOT_URLCONF=__name__,
+    ALLOWED_HOSTS=["*"],
+    SECRET_KEY="example-only",
+    DEBUG=False,
+    MIDDLEWARE=["tracewire.django.TracewireMiddleware"],  # <- the line, in settings.py
+    TRACEWIRE={"excluded_paths": ["/health"]},  # tracewire's settings, optional
 )
 django.setup()
 
@@ -37,13 +44,13 @@ urlpatterns = [path("items/<int:item_id>", item)]
 def asgi_application() -> Any:
     from django.core.asgi import get_asgi_application
 
-    return TracewireMiddleware(get_asgi_application())  # <- the line, in asgi.py
+    return get_asgi_application()  # asgi.py, unchanged
 
 
 def wsgi_application() -> Any:
     from django.core.wsgi import get_wsgi_application
 
-    return TracewireWSGIMiddleware(get_wsgi_application())  # <- the line, in wsgi.py
+    return get_wsgi_application()  # wsgi.py, unchanged
 
 
 if __name__ == "__main__":

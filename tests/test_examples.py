@@ -356,8 +356,8 @@ def server_spans(receiver: OTLPReceiver, trace_id: str) -> list[ReceivedSpan]:
 @pytest.mark.parametrize(
     ("name", "args", "path", "service", "span_name"),
     [
-        ("django_app", ("asgi",), "/items/42", "django-asgi-example", "GET"),
-        ("django_app", ("wsgi",), "/items/42", "django-wsgi-example", "GET"),
+        ("django_app", ("asgi",), "/items/42", "django-asgi-example", "GET /items/<int:item_id>"),
+        ("django_app", ("wsgi",), "/items/42", "django-wsgi-example", "GET /items/<int:item_id>"),
         ("starlette_app", (), "/items/42", "starlette-example", "GET /items/{item_id}"),
         pytest.param(
             "fastapi_app", (), "/items/42", "fastapi-example", "GET /items/{item_id}",

@@ -247,7 +247,7 @@ DJANGO_SETTINGS: dict[str, Any] = {
 
 
 class DjangoTracewireMiddleware:
-    """The few lines a Django project adds (see docs/server-wsgi.md): name the span after the
+    """The few lines a Django project added before ``tracewire.django``: name the span after the
     URL pattern, and hand the exception Django turns into a 500 to the span."""
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:

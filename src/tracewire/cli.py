@@ -78,6 +78,12 @@ def _components(root: Any) -> Iterator[tuple[str, Settings]]:
         seen.add(id(obj))
         if isinstance(obj, TracewireMiddleware | TracewireWSGIMiddleware):
             yield f"{where} ({type(obj).__name__})", obj.settings
+        if type(obj).__module__.startswith("django.core.handlers."):
+            from tracewire.django import listed_settings
+
+            listed = listed_settings()
+            if listed is not None:
+                yield f"{where} (settings.MIDDLEWARE: {listed[0]})", listed[1]
         for entry in getattr(obj, "user_middleware", None) or ():  # Starlette / FastAPI
             if getattr(entry, "cls", None) is TracewireMiddleware:
                 built = TracewireMiddleware(_no_app, *entry.args, **entry.kwargs)
