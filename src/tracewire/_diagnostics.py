@@ -20,6 +20,7 @@ __all__ = [
     "format_not_injected",
     "no_sdk",
     "second_server_span",
+    "set_no_sdk_fix",
     "settings_differ",
     "static_breakers",
 ]
@@ -45,13 +46,22 @@ def second_server_span(other: Span) -> None:
     )
 
 
+_NO_SDK_FIX = [
+    "call tracewire.sdk.configure(service_name=...) at start-up (or set one yourself), or pass "
+    "tracer_provider="
+]
+
+
+def set_no_sdk_fix(fix: str) -> None:
+    """What :func:`no_sdk` advises (``tracewire.launcher`` names the launcher's fix)."""
+    _NO_SDK_FIX[0] = fix
+
+
 def no_sdk() -> None:
     """Spans are no-ops: no SDK ``TracerProvider`` is set."""
     warn_once(
         "breaker:no-sdk",
-        "no OpenTelemetry SDK TracerProvider is set, so no span is recorded; call "
-        "tracewire.sdk.configure(service_name=...) at start-up (or set one yourself), or pass "
-        "tracer_provider=",
+        f"no OpenTelemetry SDK TracerProvider is set, so no span is recorded; {_NO_SDK_FIX[0]}",
     )
 
 
