@@ -85,7 +85,7 @@ class _Instrumentor:
         with cls._lock:
             if cls._on or importlib.util.find_spec(cls.library) is None:
                 return
-            step_aside(cls)
+            _step_aside(cls)
             self._instrument(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
             cls._on = True
 
@@ -105,7 +105,7 @@ class _Instrumentor:
 
 # ----------------------------------------------------------------------------- clients
 class HttpxInstrumentor(_Instrumentor):
-    """Every ``httpx.Client`` / ``AsyncClient`` made afterwards: ``tracewire.httpx.instrument()``."""
+    """Every ``httpx.Client`` / ``AsyncClient`` made afterwards (``tracewire.httpx.instrument``)."""
 
     name = "tracewire_httpx"
     library = "httpx"
@@ -191,7 +191,7 @@ def _traced_flask(base: type[Any], tracer_provider: Any, meter_provider: Any) ->
                     app._tracewire_failed = True
                     logger.error("[launcher:flask] not tracing %s: %s", app.name, exc)
 
-    class TracewireFlask(base):  # type: ignore[misc, valid-type]
+    class TracewireFlask(base):  # type: ignore[misc]
         def __call__(self, environ: Any, start_response: Any) -> Any:
             if "tracewire" not in self.extensions:
                 set_up(self)
@@ -241,7 +241,7 @@ def _import_if_installed(name: str) -> Any:
 def _traced_starlette(base: type[Any], tracer_provider: Any, meter_provider: Any) -> type[Any]:
     native = _has_native_tracing(base)
 
-    class TracewireStarlette(base):  # type: ignore[misc, valid-type]
+    class TracewireStarlette(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             if native:
                 kwargs["telemetry"] = {"tracing": False, **(kwargs.get("telemetry") or {})}
@@ -287,7 +287,7 @@ class DjangoInstrumentor(_Instrumentor):
         from tracewire import django as tracewire_django
 
         if not hasattr(tracewire_django, "TracewireMiddleware"):
-            warn_once("launcher:django", "this tracewire has no Django middleware to insert")
+            logger.debug("tracewire_django: this tracewire has no Django middleware")
             return
         if settings.configured:
             _insert_middleware(settings)
@@ -331,7 +331,7 @@ INSTRUMENTORS: tuple[type[_Instrumentor], ...] = (
 )
 
 
-def step_aside(ours: type[_Instrumentor]) -> None:
+def _step_aside(ours: type[_Instrumentor]) -> None:
     """Undo the contrib instrumentors of ``ours``'s library that are on, saying so once."""
     for entry in entry_points(group=GROUP):
         if entry.name not in ours.contrib or entry.module.split(".")[0] == "tracewire":
@@ -344,7 +344,8 @@ def step_aside(ours: type[_Instrumentor]) -> None:
                 continue
             other.uninstrument()
         except Exception as exc:
-            warn_limited("launcher:contrib", f"could not undo {entry.name!r}: {qualified_name(exc)}")
+            message = f"could not undo {entry.name!r}: {qualified_name(exc)}"
+            warn_limited("launcher:contrib", message)
             continue
         warn_once(
             f"launcher:contrib:{entry.name}",
@@ -360,19 +361,20 @@ def after_instrumentors() -> None:
     on = [cls for cls in INSTRUMENTORS if cls._on]
     for cls in on:
         with cls._lock:
-            step_aside(cls)
+            _step_aside(cls)
     if on:
-        check_sdk()
+        _check_sdk()
 
 
-def check_sdk() -> None:
+def _check_sdk() -> None:
     """Say once what is missing when the launcher set up no SDK, or no exporter."""
     provider = trace.get_tracer_provider()
     if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
         # The app may still set one; the first request says so if it did not.
         _diagnostics.set_no_sdk_fix(
-            "opentelemetry-instrument configured none: install opentelemetry-distro (it sets "
-            "up the SDK and OTEL_TRACES_EXPORTER), or set a TracerProvider in the app"
+            "opentelemetry-instrument ran without an SDK configurator: install "
+            "opentelemetry-distro (it sets one up from the OTEL_* variables), or set a "
+            "TracerProvider in the app"
         )
         return
     processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", ())
