@@ -40,7 +40,7 @@ def test_entry_points_name_each_instrumentor_and_the_hook() -> None:
         if ep.module == "tracewire.launcher"
     }
     assert ours == NAMES
-    hooks = [ep for ep in entry_points(group="opentelemetry_post_instrument")]
+    hooks = list(entry_points(group="opentelemetry_post_instrument"))
     assert [ep.load() for ep in hooks if ep.name == "tracewire"] == [launcher.after_instrumentors]
 
 
@@ -87,7 +87,11 @@ def test_flask_apps_made_afterwards_get_one_server_span(tracing, undo: None) -> 
     launcher.FlaskInstrumentor().instrument()  # idempotent: still one wrapper
     assert flask.Flask is not original and flask.Flask.__mro__[1] is original
     app = flask.Flask("shop")
-    app.add_url_rule("/items/<int:item_id>", "item", lambda item_id: str(item_id))
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> str:
+        return str(item_id)
+
     with WerkzeugThread(app) as server:
         assert httpx.get(f"{server.url}/items/7", timeout=10).text == "7"
     [span] = tracing.spans()
@@ -179,7 +183,9 @@ def test_contrib_instrumentor_that_ran_after_is_undone_by_the_hook(tracing, undo
     assert [s.instrumentation_scope.name for s in tracing.spans()] == ["tracewire"]
 
 
-def test_a_contrib_instrumentor_that_fails_to_undo_is_reported_not_raised(caplog, monkeypatch, undo: None) -> None:  # type: ignore[no-untyped-def]
+def test_a_contrib_instrumentor_that_fails_to_undo_is_reported_not_raised(  # type: ignore[no-untyped-def]
+    caplog, monkeypatch, undo: None
+) -> None:
     contrib = pytest.importorskip("opentelemetry.instrumentation.httpx")
     caplog.set_level(logging.WARNING, logger="tracewire")
 

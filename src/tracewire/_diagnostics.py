@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from tracewire._log import warn_once
 from tracewire.compiled import Compiled
@@ -22,6 +23,7 @@ __all__ = [
     "second_server_span",
     "set_no_sdk_fix",
     "settings_differ",
+    "started_nothing",
     "static_breakers",
 ]
 
@@ -63,6 +65,13 @@ def no_sdk() -> None:
         "breaker:no-sdk",
         f"no OpenTelemetry SDK TracerProvider is set, so no span is recorded; {_NO_SDK_FIX[0]}",
     )
+
+
+def started_nothing(span: Span, parent: Context) -> bool:
+    """Whether ``span`` came from a no-op tracer: no span id, or its parent's (an SDK that
+    drops a span still gives it an id of its own)."""
+    own = span.get_span_context()
+    return not own.is_valid or own.span_id == get_current_span(parent).get_span_context().span_id
 
 
 def settings_differ(own: Compiled, serving: Compiled) -> None:
