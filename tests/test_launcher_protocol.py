@@ -140,9 +140,10 @@ def test_fastapi_app_has_its_own_tracing_off_unless_it_asks(tracing, undo: None)
     app = fastapi.FastAPI()
     if not hasattr(app, "_telemetry"):
         pytest.skip("this FastAPI has no native telemetry")
-    assert app._telemetry["tracing"] is False
-    asked = fastapi.FastAPI(telemetry={"tracing": True, "metrics": False})
+    assert app._telemetry["tracing"] is False and app._telemetry["metrics"] is False
+    asked = fastapi.FastAPI(telemetry={"tracing": True, "logs": False})
     assert asked._telemetry["tracing"] is True and asked._telemetry["metrics"] is False
+    assert asked._telemetry["logs"] is False
     launcher.StarletteInstrumentor().uninstrument()
     assert fastapi.FastAPI is original
 

@@ -205,8 +205,9 @@ def _traced_flask(base: type[Any], tracer_provider: Any, meter_provider: Any) ->
 class StarletteInstrumentor(_Instrumentor):
     """``Starlette`` and ``FastAPI`` apps made afterwards get ``TracewireMiddleware`` as their
     outermost middleware at construction (one added later by the app is outside it and wins).
-    A FastAPI app with its own tracing is made with ``telemetry={"tracing": False}`` unless it
-    says otherwise, so each request has one SERVER span."""
+    A FastAPI app with tracing of its own is made with ``telemetry={"tracing": False,
+    "metrics": False}`` (the keys it does not set itself), so each request has one SERVER span
+    and is counted once in ``http.server.request.duration``."""
 
     name = "tracewire_starlette"
     library = "starlette"
@@ -244,7 +245,9 @@ def _traced_starlette(base: type[Any], tracer_provider: Any, meter_provider: Any
     class TracewireStarlette(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             if native:
-                kwargs["telemetry"] = {"tracing": False, **(kwargs.get("telemetry") or {})}
+                # tracewire records the same spans and HTTP metrics: one source of each.
+                given = kwargs.get("telemetry") or {}
+                kwargs["telemetry"] = {"tracing": False, "metrics": False, **given}
             super().__init__(*args, **kwargs)
             if getattr(self, "_tracewire_added", False):
                 return  # a FastAPI made after start-up subclasses our Starlette as well
