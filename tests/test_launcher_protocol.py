@@ -202,3 +202,35 @@ def test_a_contrib_instrumentor_that_fails_to_undo_is_reported_not_raised(  # ty
         contrib.HTTPXClientInstrumentor().uninstrument()
     assert launcher.HttpxInstrumentor().is_instrumented_by_opentelemetry
     assert f"could not undo 'httpx': {qualified_name(RuntimeError())}" in caplog.text
+
+
+def test_a_flask_app_with_bad_config_is_served_untraced_and_told(
+    tracing, caplog, undo: None
+) -> None:  # type: ignore[no-untyped-def]
+    import flask
+
+    caplog.set_level(logging.ERROR, logger="tracewire")
+    launcher.FlaskInstrumentor().instrument(tracer_provider=tracing.provider)
+    app = flask.Flask("bad")
+    app.config["TRACEWIRE_PROPAGATORS"] = "no-such-format"
+    app.add_url_rule("/", "root", lambda: "ok")
+    with WerkzeugThread(app) as server:
+        for _ in range(2):
+            assert httpx.get(server.url, timeout=10).text == "ok"
+    assert tracing.spans() == []
+    told = [r.getMessage() for r in caplog.records if "[launcher:flask]" in r.getMessage()]
+    assert len(told) == 1 and "TRACEWIRE_PROPAGATORS" in told[0]
+
+
+def test_an_instrumentor_that_fails_logs_and_does_not_raise(
+    caplog, monkeypatch, undo: None
+) -> None:  # type: ignore[no-untyped-def]
+    import tracewire.httpx
+
+    def broken(**kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(tracewire.httpx, "instrument", broken)
+    launcher.HttpxInstrumentor().instrument()  # the launcher would stop at an exception
+    assert not launcher.HttpxInstrumentor().is_instrumented_by_opentelemetry
+    assert "tracewire_httpx could not instrument httpx" in caplog.text

@@ -61,6 +61,7 @@ logger = logging.getLogger("tracewire")
 GROUP = "opentelemetry_instrumentor"
 DJANGO_MIDDLEWARE = "tracewire.django.TracewireMiddleware"
 _MARK = "__tracewire_launcher__"  # on the classes and functions this module put in place
+_FAILED = "_tracewire_launcher_failed"  # on a Flask app whose config tracewire refused
 
 
 class _Instrumentor:
@@ -86,7 +87,14 @@ class _Instrumentor:
             if cls._on or importlib.util.find_spec(cls.library) is None:
                 return
             _step_aside(cls)
-            self._instrument(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
+            try:
+                self._instrument(kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
+            except Exception as exc:
+                # Raised into the launcher, it would stop every instrumentor after this one.
+                logger.error(
+                    "[launcher] %s could not instrument %s: %r", cls.name, cls.library, exc
+                )
+                return
             cls._on = True
 
     def uninstrument(self, **kwargs: Any) -> None:
@@ -178,22 +186,23 @@ class FlaskInstrumentor(_Instrumentor):
 
 
 def _traced_flask(base: type[Any], tracer_provider: Any, meter_provider: Any) -> type[Any]:
+    from tracewire.flask import EXTENSION_KEY, Tracewire
+
     lock = threading.Lock()
 
     def set_up(app: Any) -> None:
-        from tracewire.flask import EXTENSION_KEY, Tracewire
-
         with lock:
-            if EXTENSION_KEY not in app.extensions and not getattr(app, "_tracewire_failed", 0):
-                try:
-                    Tracewire(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
-                except Exception as exc:  # bad app.config: served untraced, said loudly
-                    app._tracewire_failed = True
-                    logger.error("[launcher:flask] not tracing %s: %s", app.name, exc)
+            if EXTENSION_KEY in app.extensions or app.__dict__.get(_FAILED):
+                return
+            try:
+                Tracewire(app, tracer_provider=tracer_provider, meter_provider=meter_provider)
+            except Exception as exc:  # bad app.config: served untraced, said loudly
+                setattr(app, _FAILED, True)
+                logger.error("[launcher:flask] not tracing the app %r: %s", app.name, exc)
 
     class TracewireFlask(base):  # type: ignore[misc]
         def __call__(self, environ: Any, start_response: Any) -> Any:
-            if "tracewire" not in self.extensions:
+            if EXTENSION_KEY not in self.extensions and not self.__dict__.get(_FAILED):
                 set_up(self)
             return super().__call__(environ, start_response)
 
@@ -361,12 +370,15 @@ def _step_aside(ours: type[_Instrumentor]) -> None:
 def after_instrumentors() -> None:
     """The launcher's post-instrument hook: undo contrib instrumentors that ran after ours, and
     say when no span will leave the process."""
-    on = [cls for cls in INSTRUMENTORS if cls._on]
-    for cls in on:
-        with cls._lock:
-            _step_aside(cls)
-    if on:
-        _check_sdk()
+    try:
+        on = [cls for cls in INSTRUMENTORS if cls._on]
+        for cls in on:
+            with cls._lock:
+                _step_aside(cls)
+        if on:
+            _check_sdk()
+    except Exception as exc:  # the launcher must go on starting the program
+        warn_limited("internal:launcher", f"post-instrument check failed: {qualified_name(exc)}")
 
 
 def _check_sdk() -> None:
