@@ -8,6 +8,7 @@ run here also shows the rule "tracewire's instrumentor wins".
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import textwrap
@@ -129,6 +130,10 @@ def test_one_server_span_per_request_with_client_children(  # type: ignore[no-un
         for lib in ("httpx", "requests"):
             [line] = log_lines(server, f"[launcher:contrib:{lib}]")
             assert f"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=tracewire_{lib}" in line
+        if importlib.util.find_spec("opentelemetry.instrumentation.fastapi"):
+            # The contrib FastAPI instrumentor, undone: the one SERVER span above is tracewire's.
+            [line] = log_lines(server, "[launcher:contrib:fastapi]")
+            assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=tracewire_starlette" in line
         assert not log_lines(server, "[breaker:")
 
 
@@ -144,7 +149,8 @@ def test_disabled_instrumentations_are_honoured_for_tracewire_names(echo, receiv
         assert set(by_scope) == {"tracewire", CONTRIB_SCOPES[0]}
         assert all(s.parent_id == root.span_id for s in by_scope.values())
         assert seen["httpx"]["traceparent"][0].split("-")[2] == by_scope[CONTRIB_SCOPES[0]].span_id
-        assert not log_lines(server, "[launcher:contrib:")
+        assert not log_lines(server, "[launcher:contrib:httpx]")
+        assert not log_lines(server, "[launcher:contrib:requests]")
 
 
 def test_all_of_tracewire_disabled_leaves_the_app_untraced_by_it(echo, receiver) -> None:  # type: ignore[no-untyped-def]

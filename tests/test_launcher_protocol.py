@@ -234,3 +234,37 @@ def test_an_instrumentor_that_fails_logs_and_does_not_raise(
     launcher.HttpxInstrumentor().instrument()  # the launcher would stop at an exception
     assert not launcher.HttpxInstrumentor().is_instrumented_by_opentelemetry
     assert "tracewire_httpx could not instrument httpx" in caplog.text
+
+
+@pytest.mark.parametrize("contrib_first", [True, False], ids=["contrib-first", "contrib-after"])
+def test_contrib_fastapi_either_order_leaves_tracewire_s_one_server_span(  # type: ignore[no-untyped-def]
+    contrib_first: bool, tracing, undo: None
+) -> None:
+    fastapi = pytest.importorskip("fastapi")
+    contrib = pytest.importorskip("opentelemetry.instrumentation.fastapi")
+    original = fastapi.FastAPI
+    steps = [
+        lambda: contrib.FastAPIInstrumentor().instrument(tracer_provider=tracing.provider),
+        lambda: launcher.StarletteInstrumentor().instrument(tracer_provider=tracing.provider),
+    ]
+    for step in steps if contrib_first else reversed(steps):
+        step()
+    try:
+        launcher.after_instrumentors()
+        assert not contrib.FastAPIInstrumentor().is_instrumented_by_opentelemetry
+        app = fastapi.FastAPI()
+
+        @app.get("/items/{item_id}")
+        async def item(item_id: int) -> dict[str, int]:
+            return {"item_id": item_id}
+
+        with UvicornThread(app) as server:
+            assert httpx.get(f"{server.url}/items/5", timeout=10).json() == {"item_id": 5}
+    finally:
+        contrib.FastAPIInstrumentor().uninstrument()
+    spans = [s for s in tracing.spans() if s.kind.name == "SERVER"]
+    assert [(s.name, s.instrumentation_scope.name) for s in spans] == [
+        ("GET /items/{item_id}", "tracewire")
+    ]
+    launcher.StarletteInstrumentor().uninstrument()
+    assert fastapi.FastAPI is original

@@ -362,7 +362,7 @@ def _step_aside(ours: type[_Instrumentor]) -> None:
         warn_once(
             f"launcher:contrib:{entry.name}",
             f"OpenTelemetry's {entry.name!r} instrumentor is installed next to tracewire's "
-            f"{ours.name!r}: tracewire instruments {ours.library} and the contrib one was undone "
+            f"{ours.name!r}: tracewire instruments {entry.name} and the contrib one was undone "
             f"(to keep it instead: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS={ours.name})",
         )
 
