@@ -13,7 +13,7 @@ import requests
 
 from tests.support.echo import EchoServer
 from tests.support.servers import UvicornThread, WerkzeugThread
-from tracewire import launcher
+from tracewire import _diagnostics, launcher
 from tracewire.semconv import qualified_name
 
 NAMES = {
@@ -28,6 +28,7 @@ NAMES = {
 @pytest.fixture
 def undo() -> Iterator[None]:
     yield
+    _diagnostics.set_no_sdk_fix(None)  # after_instrumentors() under no SDK names the launcher
     for cls in launcher.INSTRUMENTORS:
         if cls is not launcher.DjangoInstrumentor:
             cls().uninstrument()
@@ -268,3 +269,24 @@ def test_contrib_fastapi_either_order_leaves_tracewire_s_one_server_span(  # typ
     ]
     launcher.StarletteInstrumentor().uninstrument()
     assert fastapi.FastAPI is original
+
+
+def test_no_sdk_is_said_also_when_every_request_carries_a_traceparent(caplog) -> None:  # type: ignore[no-untyped-def]
+    # A no-op tracer hands back the caller's span context: valid, yet no span of ours.
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from tracewire import TracewireWSGIMiddleware
+
+    caplog.set_level(logging.WARNING, logger="tracewire")
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"ok"]
+
+    traced = TracewireWSGIMiddleware(app, tracer_provider=NoOpTracerProvider())
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with WerkzeugThread(traced) as server:
+        for _ in range(3):
+            assert httpx.get(server.url, headers={"traceparent": tp}, timeout=10).text == "ok"
+    told = [r.getMessage() for r in caplog.records if "[breaker:no-sdk]" in r.getMessage()]
+    assert len(told) == 1 and "tracewire.sdk.configure" in told[0]

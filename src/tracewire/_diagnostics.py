@@ -48,15 +48,17 @@ def second_server_span(other: Span) -> None:
     )
 
 
-_NO_SDK_FIX = [
+NO_SDK_FIX = (
     "call tracewire.sdk.configure(service_name=...) at start-up (or set one yourself), or pass "
     "tracer_provider="
-]
+)
+_NO_SDK_FIX = [NO_SDK_FIX]
 
 
-def set_no_sdk_fix(fix: str) -> None:
-    """What :func:`no_sdk` advises (``tracewire.launcher`` names the launcher's fix)."""
-    _NO_SDK_FIX[0] = fix
+def set_no_sdk_fix(fix: str | None) -> None:
+    """What :func:`no_sdk` advises (``tracewire.launcher`` names the launcher's fix); ``None``:
+    the usual advice."""
+    _NO_SDK_FIX[0] = NO_SDK_FIX if fix is None else fix
 
 
 def no_sdk() -> None:
