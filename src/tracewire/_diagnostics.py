@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from tracewire._log import warn_once
 from tracewire.compiled import Compiled
@@ -20,7 +21,9 @@ __all__ = [
     "format_not_injected",
     "no_sdk",
     "second_server_span",
+    "set_no_sdk_fix",
     "settings_differ",
+    "started_nothing",
     "static_breakers",
 ]
 
@@ -45,14 +48,32 @@ def second_server_span(other: Span) -> None:
     )
 
 
+NO_SDK_FIX = (
+    "call tracewire.sdk.configure(service_name=...) at start-up (or set one yourself), or pass "
+    "tracer_provider="
+)
+_NO_SDK_FIX = [NO_SDK_FIX]
+
+
+def set_no_sdk_fix(fix: str | None) -> None:
+    """What :func:`no_sdk` advises (``tracewire.launcher`` names the launcher's fix); ``None``:
+    the usual advice."""
+    _NO_SDK_FIX[0] = NO_SDK_FIX if fix is None else fix
+
+
 def no_sdk() -> None:
     """Spans are no-ops: no SDK ``TracerProvider`` is set."""
     warn_once(
         "breaker:no-sdk",
-        "no OpenTelemetry SDK TracerProvider is set, so no span is recorded; call "
-        "tracewire.sdk.configure(service_name=...) at start-up (or set one yourself), or pass "
-        "tracer_provider=",
+        f"no OpenTelemetry SDK TracerProvider is set, so no span is recorded; {_NO_SDK_FIX[0]}",
     )
+
+
+def started_nothing(span: Span, parent: Context) -> bool:
+    """Whether ``span`` came from a no-op tracer: no span id, or its parent's (an SDK that
+    drops a span still gives it an id of its own)."""
+    own = span.get_span_context()
+    return not own.is_valid or own.span_id == get_current_span(parent).get_span_context().span_id
 
 
 def settings_differ(own: Compiled, serving: Compiled) -> None:

@@ -253,7 +253,7 @@ class ServerTracer:
             hook = plan.server_request_hook
             if hook is not None:
                 hook(span, view.native)
-        elif not span.get_span_context().is_valid:
+        elif _diagnostics.started_nothing(span, inbound.context):
             _diagnostics.no_sdk()
         return span
 
