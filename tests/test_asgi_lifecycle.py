@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.support.asgi_apps import (
     COMBOS,
@@ -130,11 +130,18 @@ def test_background_task_runs_in_the_trace_after_the_span(kind: str, server: str
         span = svc.sink.of_trace(trace_id)
         task = wait_for(lambda: svc.probe.get("background"))
         handler = svc.probe.get("handler")
-        # The task runs with the request's context: same trace, the server span current ...
+        # The task runs in the request's trace, under a span of its own (a child of the
+        # server span: docs/server-asgi.md "A span per background task") ...
         assert task["trace_id"] == trace_id == handler["trace_id"]
-        assert task["span_id"] == handler["span_id"] == f"{span.context.span_id:016x}"
-        # ... but outside the span's duration.
+        assert handler["span_id"] == f"{span.context.span_id:016x}"
+        task_span = wait_for(
+            lambda: [s for s in svc.sink.spans() if f"{s.context.span_id:016x}" == task["span_id"]]
+        )[0]
+        assert task_span.kind == SpanKind.INTERNAL
+        assert task_span.parent.span_id == span.context.span_id
+        # ... after the server span's end.
         assert task["at_ns"] >= span.end_time
+        assert task_span.start_time >= span.end_time
 
 
 # ------------------------------------------------------------------------------- websocket
