@@ -32,6 +32,7 @@ from tests.support.one_setting import (
     assert_root_hop,
     call_through,
     clean_globals,
+    expected_names,
     flask_app,
     incoming,
     new_case,
@@ -153,6 +154,39 @@ def test_a_call_from_a_starlette_background_task_uses_the_apps_settings(
         assert r.text == "accepted"
         got = downstream.got(case)
     assert_hop(shared, sent, got, ["b3"])
+
+
+def test_a_call_from_a_background_task_with_its_own_span_uses_the_apps_settings(
+    shared: SharedTracing, downstream: Downstream, clients: Clients
+) -> None:
+    async def later(request: Request) -> Response:
+        task = BackgroundTask(clients.acall, "httpx_async", request.query_params["target"])
+        return PlainTextResponse("accepted", background=task)
+
+    app = Starlette(routes=[Route("/later", later)])
+    app.add_middleware(TracewireMiddleware, propagators=["b3"], tracer_provider=shared.provider)
+    sent = incoming("b3")
+    case = new_case()
+    with UvicornThread(app) as server:
+        r = httpx.get(
+            f"{server.url}/later",
+            params={"target": downstream.url(["b3"], case)},
+            headers=sent.headers,
+            timeout=TIMEOUT,
+        )
+        assert r.text == "accepted"
+        got = downstream.got(case)
+    assert trace_header_names(got) == expected_names(["b3"])
+    # upstream SERVER > the task's INTERNAL span > CLIENT > downstream SERVER, one trace.
+    spans = shared.wait_spans(sent.trace_id, 4)
+    by_id = {s.context.span_id: s for s in spans}
+    (client,) = [s for s in spans if s.kind is SpanKind.CLIENT]
+    task = by_id[client.parent.span_id]
+    assert task.kind is SpanKind.INTERNAL
+    upstream = by_id[task.parent.span_id]
+    assert upstream.kind is SpanKind.SERVER
+    assert upstream.parent.span_id == sent.span_id
+    assert outgoing_ids(got, "b3") == (sent.trace_id, client.context.span_id)
 
 
 def test_an_unsampled_parent_goes_on_in_the_apps_formats(
