@@ -188,7 +188,7 @@ def _falcon(tracing: Tracing) -> Any:
     import falcon
 
     class Anything:
-        def on_get(self, req: Any, resp: Any, anything: str) -> None:
+        def on_get(self, req: Any, resp: Any, **params: str) -> None:
             resp.text = "ok"
 
     app = falcon.App()
@@ -322,14 +322,14 @@ def test_sanitize_keeps_tracewire_default_redactions(
 def test_client_header_capture_and_sanitize(
     library: str, tracing: Tracing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(CAPTURE + "CLIENT_REQUEST", "traceparent,user-agent")
+    monkeypatch.setenv(CAPTURE + "CLIENT_REQUEST", "accept,user-agent")
     monkeypatch.setenv(CAPTURE + "CLIENT_RESPONSE", "content-.*")
     monkeypatch.setenv(CAPTURE + "SANITIZE_FIELDS", "agent")
     with EchoServer() as echo:
         CLIENTS[library](tracing, echo.url + "/c")
     (span,) = client_spans(tracing)
     sent = echo.seen[0]["headers"]
-    assert span.attributes["http.request.header.traceparent"] == tuple(sent["traceparent"])
+    assert span.attributes["http.request.header.accept"] == tuple(sent["accept"])
     assert span.attributes["http.request.header.user-agent"] == ("REDACTED",)
     assert span.attributes["http.response.header.content-type"] == ("application/json",)
     assert int(span.attributes["http.response.header.content-length"][0]) > 0
@@ -388,7 +388,7 @@ def test_client_semconv_opt_in(
 # ----------------------------------------------------------------------- malformed values
 def test_bad_regex_in_excluded_urls_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_PYTHON_EXCLUDED_URLS", "ok,bad(")
-    with pytest.raises(ValueError, match=r"OTEL_PYTHON_EXCLUDED_URLS.*|bad\(.*"):
+    with pytest.raises(ValueError, match=r"OTEL_PYTHON_EXCLUDED_URLS"):
         TracewireMiddleware(plain_apps.asgi_app)
     with pytest.raises(ValueError) as caught:
         TracewireWSGIMiddleware(plain_apps.wsgi_app)
@@ -463,7 +463,6 @@ def _sources(output: str) -> dict[str, str]:
     return found
 
 
-@pytest.mark.slow
 def test_check_names_the_source_of_each_value() -> None:
     result = _check(
         {
@@ -488,7 +487,6 @@ def test_check_names_the_source_of_each_value() -> None:
     assert "semconv                          http/dup" in result.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variable", "value"),
     [("OTEL_PYTHON_EXCLUDED_URLS", "fine,(broken"), ("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dupe")],
