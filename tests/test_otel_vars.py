@@ -81,7 +81,9 @@ def plain(protocol: str, tracing: Tracing, **overrides: Any) -> Any:
         return TracewireMiddleware(
             plain_apps.asgi_app, tracer_provider=tracing.provider, **overrides
         )
-    return TracewireWSGIMiddleware(plain_apps.wsgi_app, tracer_provider=tracing.provider, **overrides)
+    return TracewireWSGIMiddleware(
+        plain_apps.wsgi_app, tracer_provider=tracing.provider, **overrides
+    )
 
 
 PROTOCOLS = ["asgi", "wsgi"]
@@ -354,7 +356,7 @@ def test_server_semconv_opt_in(
     assert attrs["http.request.method"] == "GET"
     assert attrs["http.response.status_code"] == 200
     if opt_in is not None and "http/dup" in opt_in:
-        assert OLD_SERVER <= set(attrs)
+        assert set(attrs) >= OLD_SERVER
         assert attrs["http.method"] == "GET"
         assert attrs["http.status_code"] == 200
         assert attrs["http.target"] == "/p/q?a=1"
@@ -376,7 +378,7 @@ def test_client_semconv_opt_in(
     attrs = span.attributes
     assert attrs["url.full"] == echo.url + "/c?x=1"
     if opt_in:
-        assert OLD_CLIENT <= set(attrs)
+        assert set(attrs) >= OLD_CLIENT
         assert attrs["http.url"] == attrs["url.full"]
         assert attrs["net.peer.name"] == "127.0.0.1"
         assert attrs["net.peer.port"] == echo.port
@@ -396,7 +398,9 @@ def test_bad_regex_in_excluded_urls_names_the_variable(monkeypatch: pytest.Monke
     assert "bad(" in str(caught.value)
 
 
-@pytest.mark.parametrize("variable", ["OTEL_PYTHON_FLASK_EXCLUDED_URLS", "OTEL_PYTHON_HTTPX_EXCLUDED_URLS"])
+@pytest.mark.parametrize(
+    "variable", ["OTEL_PYTHON_FLASK_EXCLUDED_URLS", "OTEL_PYTHON_HTTPX_EXCLUDED_URLS"]
+)
 def test_bad_regex_in_a_specific_variable_names_it(
     variable: str, tracing: Tracing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
