@@ -81,9 +81,12 @@ def plain(protocol: str, tracer_provider: Any, meters: Meters, **overrides: Any)
 
 def measured(meters: Meters, name: str, count: int) -> list[Any]:
     """The data points of ``name`` once ``count`` measurements were recorded in all."""
-    return wait_for(  # type: ignore[no-any-return]
-        lambda: p if sum(x.count for x in (p := meters.points(name))) >= count else None, 10
-    )
+
+    def enough() -> list[Any] | None:
+        points = meters.points(name)
+        return points if sum(p.count for p in points) >= count else None
+
+    return wait_for(enough, 10)  # type: ignore[no-any-return]
 
 
 PROTOCOLS = ["asgi", "wsgi"]
@@ -211,6 +214,25 @@ def test_a_failing_instrument_never_reaches_the_request(
     assert "metrics" in caplog.text
 
 
+def test_one_failing_instrument_does_not_cost_the_other_its_measurement(
+    tracing: Tracing, meters: Meters
+) -> None:
+    app = plain("asgi", tracing.provider, meters)
+    metrics = app._tracer.metrics
+    real_add = metrics.active.add
+
+    def add(amount: int, attributes: Any = None) -> None:
+        if amount < 0:
+            raise RuntimeError("the counter failed on the way down")
+        real_add(amount, attributes)
+
+    metrics.active.add = add
+    with running("asgi", app) as client:
+        assert client.get("/ok").status_code == 200
+    (point,) = measured(meters, SERVER_DURATION, 1)
+    assert point.attributes["http.response.status_code"] == 200
+
+
 def test_no_meter_provider_means_no_metrics_and_no_harm(tracing: Tracing) -> None:
     # The global provider is the API's proxy until an SDK one is set: requests still work.
     app = TracewireMiddleware(plain_apps.asgi_app, tracer_provider=tracing.provider)
@@ -264,7 +286,9 @@ def test_httpx_async_client_duration(tracing: Tracing, meters: Meters) -> None:
 
 def test_requests_client_duration(tracing: Tracing, meters: Meters) -> None:
     with EchoServer() as echo, requests.Session() as session:
-        instrument_session(session, tracer_provider=tracing.provider, meter_provider=meters.provider)
+        instrument_session(
+            session, tracer_provider=tracing.provider, meter_provider=meters.provider
+        )
         session.get(echo.url + "/a", timeout=10)
         session.request("BREW", echo.url + "/b", timeout=10)
     points = measured(meters, CLIENT_DURATION, 2)
@@ -281,7 +305,9 @@ def test_client_failure_has_error_type_and_no_status(tracing: Tracing, meters: M
     with httpx.Client(transport=transport) as client, pytest.raises(httpx.ConnectError):
         client.get(closed)
     with requests.Session() as session:
-        instrument_session(session, tracer_provider=tracing.provider, meter_provider=meters.provider)
+        instrument_session(
+            session, tracer_provider=tracing.provider, meter_provider=meters.provider
+        )
         with pytest.raises(requests.ConnectionError):
             session.get(closed, timeout=5)
     points = measured(meters, CLIENT_DURATION, 2)

@@ -97,8 +97,12 @@ class ServerMetrics:
     def finished(self, active: Attributes, started: float, outcome: Attributes) -> None:
         """The request is over: its duration (with ``outcome``: status, route, protocol,
         error type), and it is no longer active."""
+        # Each instrument on its own: one failing must not cost the other its measurement.
         try:
             self.active.add(-1, active)
+        except Exception as exc:
+            fault("metrics", exc)
+        try:
             self.duration.record(max(now() - started, 0.0), {**active, **outcome})
         except Exception as exc:
             fault("metrics", exc)
