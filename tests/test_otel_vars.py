@@ -437,6 +437,54 @@ def test_other_signals_semconv_tokens_are_ignored(monkeypatch: pytest.MonkeyPatc
     assert settings.source("semconv") == "default"
 
 
+async def async_hook(span: Any, request: Any) -> None:
+    """What contrib's httpx ``async_request_hook`` looks like, moved over as it is."""
+
+
+def test_an_async_hook_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tracewire calls hooks, never awaits them: an async one would silently do nothing.
+    with pytest.raises(TypeError, match=r"client_request_hook.*async"):
+        Settings(client_request_hook=async_hook)
+    with pytest.raises(TypeError, match="server_response_hook"):
+        TracewireMiddleware(plain_apps.asgi_app, server_response_hook=async_hook)
+    monkeypatch.setenv("TRACEWIRE_CLIENT_RESPONSE_HOOK", "tests.test_otel_vars:async_hook")
+    with pytest.raises(TypeError, match="TRACEWIRE_CLIENT_RESPONSE_HOOK"):
+        TracewireTransport()
+
+
+def test_framework_config_wins_over_the_framework_variable(
+    tracing: Tracing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask import Flask
+
+    from tracewire.flask import Tracewire
+
+    monkeypatch.setenv("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "from-otel")
+    app = Flask("config-wins")
+    app.config["TRACEWIRE_EXCLUDED_URLS"] = "from-config"
+
+    @app.route("/<path:anything>")
+    def anything(anything: str) -> str:
+        return "ok"
+
+    Tracewire(app, tracer_provider=tracing.provider)
+    with running("wsgi", app) as client:
+        for path in ("/from-otel", "/from-config"):
+            assert client.get(path).status_code == 200
+        assert traced_paths(tracing, 1) == ["/from-otel"]
+
+
+def test_tracewire_semconv_wins_over_the_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup")
+    assert Settings.from_env().semconv == "http/dup"
+    monkeypatch.setenv("TRACEWIRE_SEMCONV", "http")
+    settings = Settings.from_env()
+    assert (settings.semconv, settings.source("semconv")) == ("http", "TRACEWIRE_SEMCONV")
+    # Shadowed, the opt-in is not even read: a broken one does no harm.
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/broken")
+    assert Settings.from_env().semconv == "http"
+
+
 # ----------------------------------------------------------------------- tracewire check
 TRACEWIRE = Path(sys.executable).parent / "tracewire"
 
@@ -497,6 +545,6 @@ def test_check_names_the_source_of_each_value() -> None:
 )
 def test_check_fails_on_a_malformed_variable_and_names_it(variable: str, value: str) -> None:
     result = _check({variable: value})
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert variable in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
