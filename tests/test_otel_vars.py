@@ -508,7 +508,7 @@ def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def _sources(output: str) -> dict[str, str]:
     found = {}
-    for line in output.splitlines():
+    for line in output.split("what would break", 1)[0].splitlines():
         match = re.match(r"^  (\w+)\s+.*\[([^\]]+)\]$", line)
         if match:
             found[match.group(1)] = match.group(2)
@@ -548,3 +548,29 @@ def test_check_fails_on_a_malformed_variable_and_names_it(variable: str, value: 
     assert result.returncode == 2
     assert variable in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_shows_the_framework_and_library_variables() -> None:
+    result = _check(
+        {
+            "OTEL_PYTHON_FLASK_EXCLUDED_URLS": "flask-only",
+            "OTEL_PYTHON_HTTPX_EXCLUDED_URLS": "httpx-only",
+        }
+    )
+    assert result.returncode == 0, result.stderr
+    # Not in the environment's rows (they hold the generic variable's value) but below them.
+    assert _sources(result.stdout)["excluded_urls"] == "default"
+    assert "excluded_urls (flask)  re:flask-only    [OTEL_PYTHON_FLASK_EXCLUDED_URLS]" in (
+        result.stdout
+    )
+    assert "client_excluded_urls (httpx)  re:httpx-only    [OTEL_PYTHON_HTTPX_EXCLUDED_URLS]" in (
+        result.stdout
+    )
+    assert "then OpenTelemetry's OTEL_* variables" in result.stdout
+
+
+def test_check_fails_on_a_bad_library_variable() -> None:
+    # Only the client would have read it, at its construction: check finds it first.
+    result = _check({"OTEL_PYTHON_REQUESTS_EXCLUDED_URLS": "ok,[bad"})
+    assert result.returncode == 2
+    assert "OTEL_PYTHON_REQUESTS_EXCLUDED_URLS" in result.stderr

@@ -51,6 +51,7 @@ __all__ = [
     "SANITIZE",
     "SEMCONV_OPT_IN",
     "SEMCONV_VALUES",
+    "component_exclusions",
     "excluded_urls_variable",
     "framework_exclusions",
     "frameworks_of",
@@ -146,6 +147,26 @@ def framework_exclusions(
         if value is not None:
             return _list(value), variable
     return None
+
+
+def component_exclusions(env: Mapping[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]]:
+    """``(variable, setting, patterns)`` for every framework's and client library's own
+    ``OTEL_PYTHON_<NAME>_EXCLUDED_URLS`` that is set, checked (a bad regular expression is a
+    ``ValueError`` naming the variable): what ``tracewire check`` shows beside the settings
+    from the environment, which hold only the generic variable's."""
+    from tracewire._kinds import URL_REGEXES
+
+    found = []
+    for names, setting in (
+        (FRAMEWORKS, "excluded_urls"),
+        (CLIENT_LIBRARIES, "client_excluded_urls"),
+    ):
+        for name in names:
+            variable = excluded_urls_variable(name)
+            value = _set(env, variable)
+            if value is not None:
+                found.append((variable, setting, URL_REGEXES.check(_list(value), variable)))
+    return found
 
 
 def frameworks_of(app: object) -> tuple[str, ...]:
