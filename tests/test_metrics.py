@@ -167,6 +167,25 @@ def test_active_requests_go_up_during_a_request_and_back_to_zero(
     assert meters.metrics()[ACTIVE].unit == "{request}"
 
 
+def test_a_websocket_is_traced_but_not_measured(tracing: Tracing, meters: Meters) -> None:
+    from tests.support.asgi_apps import Probe, starlette_app, websocket_session
+
+    app = TracewireMiddleware(
+        starlette_app(Probe()), tracer_provider=tracing.provider, meter_provider=meters.provider
+    )
+    server = UvicornThread(app)
+    with serving(server):
+        assert websocket_session(server.host, server.port, "/ws", [], ["hi"]) == ["echo hi"]
+        with httpx.Client(base_url=server.url) as client:
+            assert client.get("/items/1").status_code == 200
+        wait_for(lambda: len([s for s in tracing.spans() if s.kind == SpanKind.SERVER]) == 2, 10)
+    # The WebSocket has its span; the duration histogram holds the HTTP request alone, and
+    # nothing is left counted as active.
+    (point,) = measured(meters, SERVER_DURATION, 1)
+    assert (point.count, point.attributes["url.scheme"]) == (1, "http")
+    assert [p.value for p in meters.points(ACTIVE)] == [0]
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_failing_request_has_error_type(protocol: str, tracing: Tracing, meters: Meters) -> None:
     with running(protocol, plain(protocol, tracing.provider, meters)) as client:
