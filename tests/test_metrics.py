@@ -373,3 +373,20 @@ def test_sdk_configure_sends_the_metrics_to_an_otlp_receiver() -> None:
         finally:
             meter_provider.shutdown()
             provider.shutdown()
+
+
+def test_grpc_protocol_sends_metrics_over_grpc_or_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from tracewire import sdk
+
+    # A gRPC collector does not speak OTLP/HTTP: metrics must follow the traces' protocol.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.metric_exporter", None)
+    with pytest.raises(ImportError, match=r"metrics over gRPC.*pip install opentelemetry-exporter"):
+        sdk.configure("grpc-metrics", exporter="none", metrics="otlp", set_global=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "carrier-pigeon")
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"):
+        sdk.configure("grpc-metrics", exporter="none", metrics="otlp", set_global=False)
