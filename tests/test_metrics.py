@@ -197,19 +197,26 @@ def test_a_failing_request_has_error_type(protocol: str, tracing: Tracing, meter
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("unsampled", ["always_off", "not-sampled-parent"])
 def test_unsampled_requests_are_measured_excluded_ones_are_not(
-    protocol: str, meters: Meters
+    protocol: str, unsampled: str, meters: Meters
 ) -> None:
-    unsampled = TracerProvider(sampler=ALWAYS_OFF)
-    app = plain(protocol, unsampled, meters, excluded_paths=["/health"])
+    headers = {}
+    if unsampled == "always_off":
+        provider = TracerProvider(sampler=ALWAYS_OFF)
+    else:
+        # The default parent-based sampler with a not-sampled parent: the shortcut that skips
+        # the SDK (tracewire._fastpath) must not skip the measurement.
+        provider = TracerProvider()
+        headers = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-00"}
+    app = plain(protocol, provider, meters, excluded_paths=["/health"])
     with running(protocol, app) as client:
-        for path in ("/a", "/b", "/health"):
-            assert client.get(path).status_code == 200
-        # A not-sampled parent takes the SDK-skipping shortcut: still measured.
-        parent = {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-00"}
-        assert client.get("/c", headers=parent).status_code == 200
+        for path in ("/a", "/health", "/b", "/c"):
+            assert client.get(path, headers=headers).status_code == 200
+    # The server has stopped: every measurement is in.
     (point,) = measured(meters, SERVER_DURATION, 3)
     assert point.count == 3
+    provider.shutdown()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
