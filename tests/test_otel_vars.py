@@ -489,7 +489,7 @@ def test_tracewire_semconv_wins_over_the_opt_in(monkeypatch: pytest.MonkeyPatch)
 TRACEWIRE = Path(sys.executable).parent / "tracewire"
 
 
-def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -497,7 +497,8 @@ def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         and k != "OTEL_PROPAGATORS"
     }
     return subprocess.run(
-        [str(TRACEWIRE), "check"],
+        [str(TRACEWIRE), "check", *args],
+        cwd=Path(__file__).resolve().parent.parent,  # --app modules import from here
         env={**clean, **env},
         capture_output=True,
         text=True,
@@ -574,3 +575,22 @@ def test_check_fails_on_a_bad_library_variable() -> None:
     result = _check({"OTEL_PYTHON_REQUESTS_EXCLUDED_URLS": "ok,[bad"})
     assert result.returncode == 2
     assert "OTEL_PYTHON_REQUESTS_EXCLUDED_URLS" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("app", "variable"),
+    [
+        ("flask_app()", "OTEL_PYTHON_FLASK_EXCLUDED_URLS"),
+        ("starlette_added()", "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS"),
+        ("fastapi_added()", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"),
+    ],
+)
+def test_check_app_shows_its_framework_variable(app: str, variable: str) -> None:
+    # What the running middleware would use (test_framework_variable_comes_before_...).
+    result = _check(
+        {variable: "fw-only", "OTEL_PYTHON_EXCLUDED_URLS": "generic"},
+        "--app",
+        f"tests.support.check_apps:{app}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"excluded_urls\s+re:fw-only\s+\[{variable}\]", result.stdout), result.stdout

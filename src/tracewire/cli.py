@@ -80,7 +80,10 @@ def _components(root: Any) -> Iterator[tuple[str, Settings]]:
             yield f"{where} ({type(obj).__name__})", obj.settings
         for entry in getattr(obj, "user_middleware", None) or ():  # Starlette / FastAPI
             if getattr(entry, "cls", None) is TracewireMiddleware:
-                built = TracewireMiddleware(_no_app, *entry.args, **entry.kwargs)
+                # Built as Starlette will build it, around Starlette's own inner stack, so
+                # that the framework's OTEL_PYTHON_<NAME>_EXCLUDED_URLS apply here as there.
+                inner = getattr(obj, "router", None) or _no_app
+                built = TracewireMiddleware(inner, *entry.args, **entry.kwargs)
                 yield f"{where}.user_middleware (TracewireMiddleware)", built.settings
         todo.extend((f"{where}.{name}", getattr(obj, name, None)) for name in _WRAPPED)
 
