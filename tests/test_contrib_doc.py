@@ -90,3 +90,38 @@ def test_every_variable_said_to_be_read_is_read() -> None:
     for variable in read:
         assert f"`{variable}`" in variables_table, variable
     assert "`OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS` | not read" in TEXT
+
+
+def test_the_check_example_prints_what_the_page_shows() -> None:
+    import os
+    import subprocess
+    import sys
+
+    block = TEXT.split("```console\n", 1)[1].split("```", 1)[0].splitlines()
+    command = block[0].removeprefix("$ ").split()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TRACEWIRE_", "OTEL_PYTHON_", "OTEL_INSTRUMENTATION_", "OTEL_SEMCONV"))
+    }
+    assigned = [part for part in command if "=" in part]
+    env.update(part.split("=", 1) for part in assigned)
+    tool = Path(sys.executable).parent / command[len(assigned)]
+    args = command[len(assigned) + 1 :]
+    result = subprocess.run(
+        [str(tool), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.splitlines()
+    for line in block[1:]:
+        if line.strip() != "...":
+            assert line in printed, line
+
+
+def test_a_capture_list_of_dot_star_captures_every_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracewire.compiled import compile_settings
+
+    # The page says so: contrib's ".*" form works unchanged.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    capture = compile_settings(Settings.from_env()).capture_request
+    assert "x-anything" in capture and "user-agent" in capture
