@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +24,7 @@ from tests.support import plain_apps
 from tests.support.echo import EchoServer
 from tests.support.servers import UvicornThread, free_port, serving, wait_for
 from tests.wsgi_apps import QuickWerkzeug
-from tracewire import TracewireMiddleware, TracewireWSGIMiddleware
+from tracewire import TracewireMiddleware, TracewireWSGIMiddleware, defaults
 from tracewire.httpx import AsyncTracewireTransport, TracewireTransport
 from tracewire.metrics import DURATION_BUCKETS
 from tracewire.requests import instrument_session
@@ -55,6 +56,19 @@ class Meters:
     def points(self, name: str) -> list[Any]:
         metric = self.metrics().get(name)
         return [] if metric is None else list(metric.data.data_points)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_default(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # A process default another test configured, or variables of the shell, would change
+    # what is excluded and where sdk.configure sends the metrics.
+    for name in list(os.environ):
+        if name.startswith(("TRACEWIRE_", "OTEL_PYTHON_", "OTEL_EXPORTER_", "OTEL_METRIC")):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    defaults.reset()
+    yield
+    defaults.reset()
 
 
 @pytest.fixture
@@ -260,9 +274,13 @@ def test_one_failing_instrument_does_not_cost_the_other_its_measurement(
 
 
 def test_no_meter_provider_means_no_metrics_and_no_harm(tracing: Tracing) -> None:
-    # The global provider is the API's proxy until an SDK one is set: requests still work.
+    # The global provider is the API's proxy until an SDK one is set (another test in this
+    # process may have set one): nothing records until then, and requests work either way.
+    from opentelemetry.metrics import get_meter_provider
+
     app = TracewireMiddleware(plain_apps.asgi_app, tracer_provider=tracing.provider)
-    assert app._tracer.metrics.gate.open() is False
+    sdk_is_global = isinstance(get_meter_provider(), MeterProvider)
+    assert app._tracer.metrics.gate.open() is sdk_is_global
     with running("asgi", app) as client:
         assert client.get("/x").status_code == 200
 

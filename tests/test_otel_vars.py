@@ -23,7 +23,7 @@ from tests.support import plain_apps
 from tests.support.echo import EchoServer
 from tests.support.servers import UvicornThread, serving, wait_for
 from tests.wsgi_apps import QuickWerkzeug
-from tracewire import Settings, TracewireMiddleware, TracewireWSGIMiddleware
+from tracewire import Settings, TracewireMiddleware, TracewireWSGIMiddleware, defaults
 from tracewire.httpx import TracewireTransport
 from tracewire.requests import instrument_session
 
@@ -47,10 +47,14 @@ OTEL_CLEAN = (
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Only what each test sets: nothing from the shell or from TRACEWIRE_* leaks in.
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Only what each test sets: nothing from the shell, from TRACEWIRE_* or from a process
+    # default another test configured leaks in (a component without settings follows it).
     for name in (*OTEL_CLEAN, *(k for k in os.environ if k.startswith("TRACEWIRE_"))):
         monkeypatch.delenv(name, raising=False)
+    defaults.reset()
+    yield
+    defaults.reset()
 
 
 # ------------------------------------------------------------------------------ helpers
