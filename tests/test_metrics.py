@@ -381,6 +381,7 @@ def test_sdk_configure_sends_the_metrics_to_an_otlp_receiver() -> None:
             endpoint=receiver.endpoint,
             set_global=False,
             shutdown_on_exit=False,
+            limit_export_logs=False,  # process-wide; not this test's business
         )
         meter_provider = sdk.get_meter_provider(provider)
         assert meter_provider is not None
