@@ -9,6 +9,7 @@ parsed string), normalises it (sequences become tuples, names are folded) and ra
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -208,9 +209,15 @@ def _parse_hook(text: str, label: str) -> Hook | None:
 
 def _check_hook(value: object, label: str) -> Hook | None:
     if isinstance(value, str):  # an import path, from code as from text
-        return _parse_hook(value, label)
+        value = _parse_hook(value, label)
     if value is not None and not callable(value):
         raise fail_type(label, "a callable or None", value)
+    if inspect.iscoroutinefunction(value):
+        # Hooks are called, never awaited: an async one would silently do nothing (contrib's
+        # httpx async_request_hook, moved over as it is).
+        raise TypeError(
+            f"{label} must be a plain function, not an async one: hooks are not awaited"
+        )
     return value
 
 

@@ -3,12 +3,14 @@
 By default metrics go where the traces go: the OTLP exporter gets an OTLP metric exporter
 (``/v1/metrics`` of the same collector), ``console`` prints them, ``memory`` keeps them in an
 ``InMemoryMetricReader``; ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console``, ``none``) or the
-``metrics=`` argument choose otherwise. Readers export every ``OTEL_METRIC_EXPORT_INTERVAL``
-milliseconds (the SDK's default, 60 s).
+``metrics=`` argument choose otherwise. ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`` (else
+``OTEL_EXPORTER_OTLP_PROTOCOL``) ``grpc`` sends them over gRPC, as the traces go. Readers
+export every ``OTEL_METRIC_EXPORT_INTERVAL`` milliseconds (the SDK's default, 60 s).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +30,7 @@ __all__ = ["METRICS", "OTEL_METRICS_EXPORTER", "build", "metrics_choice"]
 METRICS = ("otlp", "console", "memory", "none")
 OTEL_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
 METRICS_PATH = "/v1/metrics"
+METRICS_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
 
 def metrics_choice(metrics: bool | str | None, trace_specs: Sequence[Any]) -> list[str]:
@@ -66,11 +69,43 @@ def _metrics_endpoint(traces_endpoint: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}{path.rstrip('/')}{METRICS_PATH}"
 
 
+def _protocol() -> str:
+    """The OTLP protocol for metrics: the metrics variable, else the generic one."""
+    for variable in METRICS_PROTOCOL_VARIABLES:
+        value = os.environ.get(variable, "").strip().lower()
+        if value:
+            if value not in ("http/protobuf", "grpc"):
+                raise ValueError(
+                    f"invalid {variable} {value!r}; valid choices: http/protobuf, grpc"
+                )
+            return value
+    return "http/protobuf"
+
+
+def _grpc_reader(traces_endpoint: str | None) -> MetricReader:
+    # Over gRPC the collector is one address for every signal: no HTTP path.
+    try:
+        grpc = importlib.import_module("opentelemetry.exporter.otlp.proto.grpc.metric_exporter")
+    except ImportError as exc:
+        raise ImportError(
+            "OTLP metrics over gRPC need the package opentelemetry-exporter-otlp-proto-grpc: "
+            "pip install opentelemetry-exporter-otlp-proto-grpc "
+            "(or metrics=False / OTEL_METRICS_EXPORTER=none)"
+        ) from exc
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip() or None
+    if endpoint is None and traces_endpoint is not None:
+        parts = urlsplit(traces_endpoint)
+        endpoint = f"{parts.scheme}://{parts.netloc}"
+    return PeriodicExportingMetricReader(grpc.OTLPMetricExporter(endpoint=endpoint))
+
+
 def _reader(name: str, traces_endpoint: str | None) -> MetricReader:
     if name == "memory":
         return InMemoryMetricReader()
     if name == "console":
         return PeriodicExportingMetricReader(ConsoleMetricExporter())
+    if _protocol() == "grpc":
+        return _grpc_reader(traces_endpoint)
     try:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     except ImportError as exc:

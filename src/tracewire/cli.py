@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from tracewire import __version__
+from tracewire import __version__, otel_env
 from tracewire._diagnostics import static_breakers
 from tracewire.compiled import compile_settings
 from tracewire.settings import Settings
@@ -31,7 +31,7 @@ PRECEDENCE = (
     "(Flask app.config, a Starlette Config, Django settings)",
     "for an outgoing call made while serving a request: the serving middleware's settings",
     "the process default: tracewire.configure()",
-    "the environment: TRACEWIRE_* variables, then OTEL_PROPAGATORS",
+    "the environment: TRACEWIRE_* variables, then OpenTelemetry's OTEL_* variables",
     "the built-in defaults",
 )
 
@@ -86,7 +86,10 @@ def _components(root: Any) -> Iterator[tuple[str, Settings]]:
                 yield f"{where} (settings.MIDDLEWARE: {listed[0]})", listed[1]
         for entry in getattr(obj, "user_middleware", None) or ():  # Starlette / FastAPI
             if getattr(entry, "cls", None) is TracewireMiddleware:
-                built = TracewireMiddleware(_no_app, *entry.args, **entry.kwargs)
+                # Built as Starlette will build it, around Starlette's own inner stack, so
+                # that the framework's OTEL_PYTHON_<NAME>_EXCLUDED_URLS apply here as there.
+                inner = getattr(obj, "router", None) or _no_app
+                built = TracewireMiddleware(inner, *entry.args, **entry.kwargs)
                 yield f"{where}.user_middleware (TracewireMiddleware)", built.settings
         todo.extend((f"{where}.{name}", getattr(obj, name, None)) for name in _WRAPPED)
 
@@ -121,6 +124,21 @@ def _print_breakers(settings: Settings, *, check_sdk: bool) -> None:
         print(f"  - {line}")
 
 
+def _print_exclusions(exclusions: Sequence[tuple[str, str, tuple[Any, ...]]]) -> None:
+    # A framework's or library's own variable applies to that component only (it replaces
+    # the generic OTEL_PYTHON_EXCLUDED_URLS there), so it is not in the rows above.
+    if not exclusions:
+        return
+    print(
+        "for one framework or client library, where neither code nor TRACEWIRE_* sets it "
+        "(instead of OTEL_PYTHON_EXCLUDED_URLS):"
+    )
+    for variable, setting, patterns in exclusions:
+        name = variable.removeprefix("OTEL_PYTHON_").removesuffix("_EXCLUDED_URLS").lower()
+        shown = ", ".join(str(p) for p in patterns)
+        print(f"  {setting} ({name})  {shown}    [{variable}]")
+
+
 def check(argv: Sequence[str]) -> int:
     """Print the effective settings (of an app, or from the environment); 2 if invalid."""
     parser = argparse.ArgumentParser(
@@ -150,8 +168,10 @@ def check(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        exclusions: list[tuple[str, str, tuple[Any, ...]]] = []
         if args.app is None:
             found = [("the environment", Settings.from_env())]
+            exclusions = otel_env.component_exclusions(os.environ)
         else:
             found = find_settings(load_app(args.app))
             if not found:
@@ -167,6 +187,7 @@ def check(argv: Sequence[str]) -> int:
     for where, settings in found:
         _print_settings(f"tracewire settings (from {where}):", settings)
         _print_breakers(settings, check_sdk=args.app is not None)
+    _print_exclusions(exclusions)
     print("precedence, highest first:")
     for number, line in enumerate(PRECEDENCE, 1):
         print(f"  {number}. {line}")

@@ -3,9 +3,10 @@
 ``http.server.request.duration`` (seconds, histogram), ``http.server.active_requests``
 (up-down counter) and ``http.client.request.duration`` (seconds, histogram), with the
 conventions' bucket advice and their required attributes. Every request is measured, sampled
-or not; an excluded path is not. Cardinality stays bounded: the method is one of the known
-ones or ``_OTHER``, and the server records ``http.route`` (a template, set only when the
-framework matched one), never the raw path.
+or not; an excluded path is not, nor a WebSocket (its lifetime is no request's duration; as
+in contrib). Cardinality stays bounded: the method is one of the known ones or ``_OTHER``,
+and the server records ``http.route`` (a template, set only when the framework matched one),
+never the raw path.
 
 Metrics are on when a ``MeterProvider`` is there to record them: the one passed as
 ``meter_provider=``, or the global one once an SDK provider is set
@@ -29,6 +30,9 @@ __all__ = ["DURATION_BUCKETS", "ClientMetrics", "ServerMetrics", "now"]
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 
 Attributes = dict[str, AttributeValue]
+
+# The schemes of an ASGI websocket scope: its span is traced, its lifetime is not measured.
+_WEBSOCKET_SCHEMES = frozenset(("ws", "wss"))
 
 
 def _meter(meter_provider: MeterProvider | None) -> Meter:
@@ -81,8 +85,9 @@ class ServerMetrics:
         )
 
     def started(self, method: str, scheme: str) -> Attributes | None:
-        """Count the request as active; its attributes, or ``None`` when nothing records."""
-        if not self.gate.open():
+        """Count the request as active; its attributes, or ``None`` when nothing records (or
+        it is a WebSocket: a connection open for hours is not an HTTP request's duration)."""
+        if scheme in _WEBSOCKET_SCHEMES or not self.gate.open():
             return None
         attributes: Attributes = {
             semconv.HTTP_REQUEST_METHOD: semconv.normalize_method(method)[0],
@@ -97,8 +102,12 @@ class ServerMetrics:
     def finished(self, active: Attributes, started: float, outcome: Attributes) -> None:
         """The request is over: its duration (with ``outcome``: status, route, protocol,
         error type), and it is no longer active."""
+        # Each instrument on its own: one failing must not cost the other its measurement.
         try:
             self.active.add(-1, active)
+        except Exception as exc:
+            fault("metrics", exc)
+        try:
             self.duration.record(max(now() - started, 0.0), {**active, **outcome})
         except Exception as exc:
             fault("metrics", exc)

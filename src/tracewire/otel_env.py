@@ -28,12 +28,17 @@ Differences from the contrib packages, kept deliberately:
 * header lists: an entry that is a plain header name is matched exactly (the fast path); one
   with regular-expression characters is a regular expression matched against the whole name
   (contrib treats every entry so), case-insensitively;
-* sanitised values are recorded as ``REDACTED`` (contrib: ``[REDACTED]``), and tracewire's
-  default redactions (``authorization``, ``cookie``, ...) stay on when the variable is set.
+* the sanitize list is searched in each header name, plain names too, as in contrib; sanitised
+  values are recorded as ``REDACTED`` (contrib: ``[REDACTED]``), the one marker tracewire uses
+  for headers and query values alike, and tracewire's default redactions (``authorization``,
+  ``cookie``, ...) stay on when the variable is set;
+* attribute names keep the header's dashes (``http.request.header.x-request-id``), as the
+  stable conventions say; contrib writes ``x_request_id``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +51,7 @@ __all__ = [
     "SANITIZE",
     "SEMCONV_OPT_IN",
     "SEMCONV_VALUES",
+    "component_exclusions",
     "excluded_urls_variable",
     "framework_exclusions",
     "frameworks_of",
@@ -86,14 +92,18 @@ def _list(text: str) -> list[str]:
 
 def header_patterns(text: str, *, search: bool = False) -> tuple[str, ...]:
     """A contrib header list: names stay names, regular expressions become ``re:`` entries
-    (matched against the whole name; ``search``: found anywhere in it, as contrib's sanitize
-    list is)."""
+    matched against the whole name. ``search``: every entry, a plain name too, is searched
+    anywhere in the name, as contrib's sanitize list is (``session`` redacts
+    ``x-session-id``): a redaction list errs on the side of hiding."""
     found: list[str] = []
     for item in _list(text):
-        if not _REGEX_CHARS.intersection(item):
+        plain = not _REGEX_CHARS.intersection(item)
+        if search:
+            found.append(f"re:.*(?:{re.escape(item) if plain else item}).*")
+        elif plain:
             found.append(item.lower())
         else:
-            found.append(f"re:.*(?:{item}).*" if search else f"re:{item}")
+            found.append(f"re:{item}")
     return tuple(found)
 
 
@@ -137,6 +147,26 @@ def framework_exclusions(
         if value is not None:
             return _list(value), variable
     return None
+
+
+def component_exclusions(env: Mapping[str, Any]) -> list[tuple[str, str, tuple[Any, ...]]]:
+    """``(variable, setting, patterns)`` for every framework's and client library's own
+    ``OTEL_PYTHON_<NAME>_EXCLUDED_URLS`` that is set, checked (a bad regular expression is a
+    ``ValueError`` naming the variable): what ``tracewire check`` shows beside the settings
+    from the environment, which hold only the generic variable's."""
+    from tracewire._kinds import URL_REGEXES
+
+    found = []
+    for names, setting in (
+        (FRAMEWORKS, "excluded_urls"),
+        (CLIENT_LIBRARIES, "client_excluded_urls"),
+    ):
+        for name in names:
+            variable = excluded_urls_variable(name)
+            value = _set(env, variable)
+            if value is not None:
+                found.append((variable, setting, URL_REGEXES.check(_list(value), variable)))
+    return found
 
 
 def frameworks_of(app: object) -> tuple[str, ...]:

@@ -23,6 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -37,6 +40,7 @@ __all__ = [
     "OTLPReceiver",
     "ReceivedSpan",
     "decode_spans",
+    "metric_names",
 ]
 
 TRACES_PATH = "/v1/traces"
@@ -117,6 +121,16 @@ def decode_spans(request: ExportTraceServiceRequest) -> list[ReceivedSpan]:
     return found
 
 
+def metric_names(request: ExportMetricsServiceRequest) -> set[str]:
+    """The names of the metrics in one OTLP metrics export."""
+    return {
+        metric.name
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+
+
 class _BodyError(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -145,11 +159,21 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def _metrics(self) -> None:
-        # Metric exports are accepted and counted (the demo shows traces only); an empty
-        # protobuf body is an ExportMetricsServiceResponse with nothing rejected.
+        # Metric exports are accepted, counted and their metric names kept (the demo shows
+        # traces only); an empty protobuf body is an ExportMetricsServiceResponse with nothing
+        # rejected.
         length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        self.server.owner.metric_exports += 1
+        body = self.rfile.read(length)
+        encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        try:
+            names = metric_names(
+                ExportMetricsServiceRequest.FromString(
+                    _decompress(body, encoding, self.server.owner.max_body)
+                )
+            )
+        except (_BodyError, DecodeError):
+            names = set()  # still counted: the demo never refuses an export
+        self.server.owner._add_metrics(names)
         self._reply(200, b"", PROTOBUF)
 
     def do_POST(self) -> None:
@@ -259,7 +283,8 @@ class OTLPReceiver:
         self.max_body = max_body
         self.stall_seconds = stall_seconds
         self.reply_status = reply_status
-        self.metric_exports = 0  # POST /v1/metrics received (accepted, not kept)
+        self.metric_exports = 0  # POST /v1/metrics received (accepted; only names kept)
+        self.metric_names: set[str] = set()
         self.requests = 0
         self.attempts = 0
         self._spans: list[ReceivedSpan] = []
@@ -316,6 +341,12 @@ class OTLPReceiver:
         with self._changed:
             self.requests += 1
             self._spans.extend(spans)
+            self._changed.notify_all()
+
+    def _add_metrics(self, names: set[str]) -> None:
+        with self._changed:
+            self.metric_exports += 1
+            self.metric_names |= names
             self._changed.notify_all()
 
     def spans(self, trace_id: str | None = None) -> list[ReceivedSpan]:
