@@ -126,21 +126,18 @@ def test_a_call_made_while_a_wsgi_body_streams_uses_the_apps_settings(
     assert_hop(shared, sent, downstream.got(case), ["b3multi"])
 
 
-def test_a_call_from_a_starlette_background_task_uses_the_apps_settings(
-    shared: SharedTracing, downstream: Downstream, clients: Clients
-) -> None:
+def _call_from_a_background_task(
+    shared: SharedTracing, downstream: Downstream, clients: Clients, **settings: Any
+) -> tuple[Any, Any]:
+    """A Starlette app with ``propagators=["b3"]`` whose task calls downstream: (sent, got)."""
+
     async def later(request: Request) -> Response:
         task = BackgroundTask(clients.acall, "httpx_async", request.query_params["target"])
         return PlainTextResponse("accepted", background=task)
 
     app = Starlette(routes=[Route("/later", later)])
-    # No task span of its own here, so the CLIENT span is the SERVER span's child as in every
-    # hop of this file (task spans: tests/test_background_spans.py).
     app.add_middleware(
-        TracewireMiddleware,
-        propagators=["b3"],
-        background_spans="off",
-        tracer_provider=shared.provider,
+        TracewireMiddleware, propagators=["b3"], tracer_provider=shared.provider, **settings
     )
     sent = incoming("b3")
     case = new_case()
@@ -152,30 +149,22 @@ def test_a_call_from_a_starlette_background_task_uses_the_apps_settings(
             timeout=TIMEOUT,
         )
         assert r.text == "accepted"
-        got = downstream.got(case)
+        return sent, downstream.got(case)
+
+
+def test_a_call_from_a_starlette_background_task_uses_the_apps_settings(
+    shared: SharedTracing, downstream: Downstream, clients: Clients
+) -> None:
+    # No task span of its own here, so the CLIENT span is the SERVER span's child as in every
+    # hop of this file (task spans: tests/test_background_spans.py).
+    sent, got = _call_from_a_background_task(shared, downstream, clients, background_spans="off")
     assert_hop(shared, sent, got, ["b3"])
 
 
 def test_a_call_from_a_background_task_with_its_own_span_uses_the_apps_settings(
     shared: SharedTracing, downstream: Downstream, clients: Clients
 ) -> None:
-    async def later(request: Request) -> Response:
-        task = BackgroundTask(clients.acall, "httpx_async", request.query_params["target"])
-        return PlainTextResponse("accepted", background=task)
-
-    app = Starlette(routes=[Route("/later", later)])
-    app.add_middleware(TracewireMiddleware, propagators=["b3"], tracer_provider=shared.provider)
-    sent = incoming("b3")
-    case = new_case()
-    with UvicornThread(app) as server:
-        r = httpx.get(
-            f"{server.url}/later",
-            params={"target": downstream.url(["b3"], case)},
-            headers=sent.headers,
-            timeout=TIMEOUT,
-        )
-        assert r.text == "accepted"
-        got = downstream.got(case)
+    sent, got = _call_from_a_background_task(shared, downstream, clients)
     assert trace_header_names(got) == expected_names(["b3"])
     # upstream SERVER > the task's INTERNAL span > CLIENT > downstream SERVER, one trace.
     spans = shared.wait_spans(sent.trace_id, 4)
