@@ -25,12 +25,13 @@ How it is switched on (the design):
   ``BackgroundTasks.add_task``, ``threading.Thread``, a library's callback).
 * :func:`tracewire.context.wrap` and :class:`~tracewire.context.ContextExecutor` use it for
   every call they carry, as tracewire's own hand-off helpers.
-* :func:`tracewire.starlette.trace_background_tasks` is the one line for Starlette and FastAPI
-  users, who write ``background_tasks.add_task(fn)`` and expect spans without touching each
-  call: the response's tasks are reachable neither from an ASGI middleware (the app runs them
-  after the last body message, inside its own call) nor from the app's public API, so it
-  wraps ``BackgroundTask.__call__`` (one method, undone by ``trace_background_tasks(False)``).
-  Each app still chooses its shape with its own ``background_spans``.
+* :func:`tracewire.starlette.trace_background_tasks` serves Starlette and FastAPI users, who
+  write ``background_tasks.add_task(fn)`` and expect spans without touching each call: the
+  response's tasks are reachable neither from an ASGI middleware (the app runs them after the
+  last body message, inside its own call) nor from the app's public API, so it wraps
+  ``BackgroundTask.__call__`` (one method). Building a tracewire ASGI middleware switches it
+  on; the user's own ``trace_background_tasks(False)`` wins. Each app still chooses its shape
+  with its own ``background_spans``.
 
 The tracer is the one of the middleware that served the request (it rides in the request's
 context), else tracewire's tracer from the global provider. Tracing never harms the work: a
@@ -56,7 +57,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from tracewire import semconv
+from tracewire import _diagnostics, semconv
 from tracewire._instrument import error_status, fault, make_tracer, tracer_in
 from tracewire.defaults import effective
 
@@ -78,7 +79,6 @@ R = TypeVar("R")
 
 # The value of ``tracewire.link.reason`` on a linked background span's link.
 LINK_REASON_BACKGROUND = "background"
-_LINK_REASON = "tracewire.link.reason"  # trust.LINK_REASON; not imported: trust is heavy
 # Set on what traced() returns, so that a second layer (the Starlette switch) adds no span.
 _TRACED_MARK = "__tracewire_traced__"
 
@@ -130,16 +130,14 @@ def start(name: str, context: Context | None = None) -> BackgroundSpan | None:
             return None
         tracer = tracer_in(ctx) or _tracer()
         if mode == "linked":
-            link = Link(parent, {_LINK_REASON: LINK_REASON_BACKGROUND})
+            link = Link(parent, {semconv.LINK_REASON: LINK_REASON_BACKGROUND})
             # The request's baggage stays; only the parent goes.
             root = set_span_in_context(INVALID_SPAN, ctx)
             span = tracer.start_span(name, root, kind=SpanKind.INTERNAL, links=[link])
         else:
             span = tracer.start_span(name, ctx, kind=SpanKind.INTERNAL)
-        made = span.get_span_context()
-        if not made.is_valid or made.span_id == parent.span_id:
-            # No SDK behind the tracer (the API's no-op tracer hands back the parent, or an
-            # invalid span): the work keeps the request's context as it is.
+        if _diagnostics.started_nothing(span, ctx):
+            # No SDK behind the tracer: the work keeps the request's context as it is.
             return None
         return BackgroundSpan(span, set_span_in_context(span, ctx))
     except Exception as exc:

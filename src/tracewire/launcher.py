@@ -296,11 +296,6 @@ class DjangoInstrumentor(_Instrumentor):
         import django
         from django.conf import settings
 
-        from tracewire import django as tracewire_django
-
-        if not hasattr(tracewire_django, "TracewireMiddleware"):
-            logger.debug("tracewire_django: this tracewire has no Django middleware")
-            return
         if settings.configured:
             _insert_middleware(settings)
             return

@@ -15,6 +15,7 @@ __all__ = [
     "HTTP_RESPONSE_STATUS_CODE",
     "HTTP_ROUTE",
     "KNOWN_METHODS",
+    "LINK_REASON",
     "NETWORK_PEER_ADDRESS",
     "NETWORK_PROTOCOL_VERSION",
     "OLD_CLIENT_NAMES",
@@ -67,6 +68,7 @@ BAGGAGE_PREFIX = "baggage."
 PROPAGATION_FORMAT = "tracewire.propagation.format"
 PARENT_SOURCE = "tracewire.parent.source"  # header:<format> | none | invalid:<format> | ...
 POLICY_RULE = "tracewire.policy.rule"  # the incoming rule that decided, in its text form
+LINK_REASON = "tracewire.link.reason"  # on a link tracewire adds: restart | background
 
 # The names before the HTTP conventions were stable (v1.20 and earlier), added next to the
 # stable ones with OTEL_SEMCONV_STABILITY_OPT_IN=http/dup, for dashboards not yet migrated.

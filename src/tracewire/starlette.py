@@ -9,8 +9,8 @@ Mounting is Starlette's own one line::
 Spans are named after the matched route template (``GET /items/{item_id}``), including the
 prefix of ``Mount``s, by :func:`route_template`, which the middleware uses by default.
 
-Background tasks get a span each after ``trace_background_tasks()`` (see
-:mod:`tracewire.background`).
+Background tasks get a span each: building the middleware switches on
+``trace_background_tasks()`` (see :mod:`tracewire.background`).
 """
 
 from __future__ import annotations

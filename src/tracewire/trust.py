@@ -50,6 +50,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from tracewire import semconv
 from tracewire.forwarded import Networks, client_address, parse_address
 from tracewire.matching import PathMatcher, PatternSpec, validate_patterns
 from tracewire.propagation import Extracted
@@ -323,7 +324,7 @@ def _holds(condition: Condition, view: Any) -> bool:
 
 
 # ------------------------------------------------------------------- applying the decision
-LINK_REASON = "tracewire.link.reason"
+LINK_REASON = semconv.LINK_REASON
 
 
 class Inbound(NamedTuple):
